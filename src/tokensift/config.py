@@ -1,0 +1,163 @@
+"""Config loading: one dataclass per stage, filled from defaults < YAML file < command-line `key=value`.
+
+Every field carries `metadata["help"]` (unit and effect on speed/memory); the CLI turns fields into `--flags`.
+Nested dataclass fields (pipelines) are YAML mappings and take dotted overrides (`oracle.learning_rate=1e-6`).
+Unknown keys are errors with a "did you mean" suggestion; YAML is read with `yaml.safe_load` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+from tokensift.errors import UserError
+
+
+def option(default, help: str, **kwargs):
+    """A dataclass field with help text (mutable defaults go through default_factory)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help, **kwargs})
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+def _field_types(cls) -> dict[str, object]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _suggest(name: str, choices) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def coerce(value, tp, key: str):
+    """Convert a YAML value or a command-line string to the field's type, or raise a UserError naming the key."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise UserError(f"config key '{key}' may not be empty")
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError("expected an integer")
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError("expected a number")
+            return float(value)
+        if tp is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError("expected a string")
+            return str(value)
+        origin = typing.get_origin(tp)
+        if origin in (list, dict):
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip()[:1] in "[{" else [v for v in value.split(",") if v]
+            if not isinstance(value, origin):
+                raise ValueError(f"expected a {origin.__name__}")
+            return value
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ValueError("expected a mapping of keys")
+            return build(tp, value, prefix=key + ".")
+    except (TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise UserError(f"config key '{key}': cannot use {value!r}: {exc}") from None
+    return value
+
+
+def build(cls, values: dict, prefix: str = ""):
+    """Instantiate `cls` from a mapping, checking every key and value."""
+    types_ = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in names:
+            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(key, names)}")
+        kwargs[key] = coerce(value, types_[key], prefix + key)
+    missing = [
+        f.name for f in dataclasses.fields(cls)
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise UserError(f"missing required config key(s): {', '.join(prefix + m for m in missing)}")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate()
+    return obj
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"config file {path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def apply_override(values: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise UserError(f"override '{dotted}': '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"expected key=value, got '{item}'")
+        key, value = item.split("=", 1)
+        out.append((key.strip().replace("-", "_"), value))
+    return out
+
+
+def load_config(cls, path: str | None = None, overrides: list[str] | None = None, flags: dict | None = None):
+    """defaults < YAML file < flags (from --options) < key=value overrides."""
+    values = read_yaml(path) if path else {}
+    for key, value in (flags or {}).items():
+        apply_override(values, key, value)
+    for key, value in parse_overrides(overrides or []):
+        apply_override(values, key, value)
+    return build(cls, values)
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def help_of(cls, name: str) -> str:
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)

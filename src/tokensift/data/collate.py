@@ -1,0 +1,94 @@
+"""Right-padded batches of prompt+response sequences with label-space response tensors.
+
+A pair batch of B pairs holds 2B sequences: the B chosen ones first, then the B rejected ones, so one forward
+pass serves both sides and `batch.chosen(x)` / `batch.rejected(x)` split any `[2B, ...]` tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tokensift.data.positions import label_mask
+from tokensift.data.tokenize import TokenizedPair
+
+
+@dataclass
+class SequenceBatch:
+    input_ids: torch.Tensor  # [N, T] long, right-padded with pad_id
+    prompt_lens: torch.Tensor  # [N] long
+    response_lens: torch.Tensor  # [N] long
+    labels: torch.Tensor  # [N, R] long, response token ids in label space (0 where padded)
+    response_mask: torch.Tensor  # [N, R] bool
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-pad) tokens in the batch, the unit of tokens/s."""
+        return int((self.prompt_lens + self.response_lens).sum())
+
+    @property
+    def num_examples(self) -> int:
+        """Pairs in a pair batch, sequences in a plain sequence batch."""
+        return self.input_ids.shape[0]
+
+    def to(self, device):
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return type(self)(**moved)
+
+
+@dataclass
+class PairBatch(SequenceBatch):
+    rows: torch.Tensor | None = None  # [B] dataset rows
+    select_mask: torch.Tensor | None = None  # [2B, R] bool: SePO key tokens (None = all response tokens)
+    ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
+
+    @property
+    def num_pairs(self) -> int:
+        return self.input_ids.shape[0] // 2
+
+    @property
+    def num_examples(self) -> int:
+        return self.num_pairs
+
+    def chosen(self, x: torch.Tensor) -> torch.Tensor:
+        return x[: self.num_pairs]
+
+    def rejected(self, x: torch.Tensor) -> torch.Tensor:
+        return x[self.num_pairs :]
+
+
+
+def pad_2d(arrays: list[np.ndarray], pad: int | float, dtype: torch.dtype, width: int | None = None) -> torch.Tensor:
+    width = max((len(a) for a in arrays), default=0) if width is None else width
+    out = torch.full((len(arrays), max(width, 1)), pad, dtype=dtype)
+    for i, a in enumerate(arrays):
+        if len(a):
+            out[i, : len(a)] = torch.as_tensor(np.asarray(a))
+    return out
+
+
+def collate_sequences(prompts: list[np.ndarray], responses: list[np.ndarray], pad_id: int) -> SequenceBatch:
+    sequences = [np.concatenate([p, r]) for p, r in zip(prompts, responses)]
+    response_lens = torch.tensor([len(r) for r in responses], dtype=torch.long)
+    labels = pad_2d(responses, 0, torch.long)
+    return SequenceBatch(
+        input_ids=pad_2d(sequences, pad_id, torch.long),
+        prompt_lens=torch.tensor([len(p) for p in prompts], dtype=torch.long),
+        response_lens=response_lens,
+        labels=labels,
+        response_mask=label_mask(response_lens, labels.shape[1]),
+    )
+
+
+def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | None = None) -> PairBatch:
+    """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum)."""
+    prompts = [p.prompt_ids for p in pairs] * 2
+    responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    seq = collate_sequences(prompts, responses, pad_id)
+    ref = None
+    if ref_logps is not None:
+        values = [ref_logps[p.row] for p in pairs]
+        ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
+    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref)

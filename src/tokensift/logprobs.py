@@ -1,0 +1,221 @@
+"""Per-token log-probs in label space, with the LM head evaluated only where a loss reads.
+
+A causal LM's cost splits into the backbone (every position) and the LM head (a `hidden x vocab` matmul plus
+a log-softmax per position). DPO reads only response positions and SePO only its ~30% selected key tokens, so
+we run the backbone, gather the hidden states at the positions some loss reads (`data/positions.py` gives
+them), and project only those, in chunks, through `ChunkedHeadLogProbs`: it keeps per-row log-normalisers,
+never a `[tokens, vocab]` tensor for the whole batch, and recomputes a chunk's logits in the backward pass.
+The same pass can also return the per-position KL(reference || policy) that TDPO needs, from the reference's
+hidden states, again without storing full-vocabulary logits.
+
+Two exact shortcuts, both covered by tests against the full-logits path:
+- Right-padded sequences need no attention mask: under causal attention a real token never sees the padding
+  after it. Dropping the mask lets attention take its causal fast path.
+- Positions after the last label a batch reads cannot influence it (causality), so the batch is cut there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tokensift.data.positions import gather_indices
+
+CHUNK_ELEMENTS = 1 << 24  # logits elements per chunk (64 MB in float32): bounds the head's memory
+
+
+@dataclass
+class Head:
+    weight: torch.Tensor  # [V, H]
+    bias: torch.Tensor | None
+    scale: float = 1.0  # logit multiplier some models use (Cohere, Granite ...)
+    softcap: float | None = None  # Gemma-2 style tanh soft-capping
+
+
+def unwrap(model):
+    """The transformers model under PEFT / accelerate wrappers."""
+    if hasattr(model, "module"):  # DistributedDataParallel
+        model = model.module
+    if hasattr(model, "get_base_model"):  # peft.PeftModel
+        model = model.get_base_model()
+    return model
+
+
+def model_head(model) -> Head:
+    inner = unwrap(model)
+    head = inner.get_output_embeddings()
+    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    scale = getattr(config, "logit_scale", None) or 1.0
+    if getattr(config, "logits_scaling", None):
+        scale = 1.0 / config.logits_scaling
+    softcap = getattr(config, "final_logit_softcapping", None)
+    return Head(head.weight, head.bias, float(scale), softcap)
+
+
+def backbone_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden states `[N, T, H]` of a right-padded batch (no attention mask needed, see module doc)."""
+    out = unwrap(model).base_model(input_ids=input_ids, use_cache=False)
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def _logits(hidden: torch.Tensor, head: Head) -> torch.Tensor:
+    z = hidden @ head.weight.t()
+    if head.bias is not None:
+        z = z + head.bias
+    z = z.float()
+    if head.scale != 1.0:
+        z = z * head.scale
+    if head.softcap:
+        z = torch.tanh(z / head.softcap) * head.softcap
+    return z
+
+
+def _chunk_rows(vocab: int) -> int:
+    return max(1, CHUNK_ELEMENTS // max(1, vocab))
+
+
+class ChunkedHeadLogProbs(torch.autograd.Function):
+    """log softmax(head(h))[target] for M gathered positions, chunked, with an optional TDPO KL term.
+
+    forward(hidden [M, H], weight [V, H], bias [V] | None, targets [M], scale, softcap,
+            ref_hidden [M, H] | None, ref_weight | None, ref_bias | None) -> (logps, kl, ref_logps), each [M]
+    kl[m] = KL(ref(.|s_m) || policy(.|s_m)) over the vocabulary and ref_logps[m] the reference's log-prob of
+    the target (both zeros when no reference is given).
+    Gradients reach hidden, weight and bias only; the reference is constant.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, scale, softcap, ref_hidden, ref_weight, ref_bias):
+        head = Head(weight, bias, scale, softcap)
+        ref_head = Head(ref_weight, ref_bias, scale, softcap) if ref_hidden is not None else None
+        rows = _chunk_rows(weight.shape[0])
+        logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
+        log_norm = torch.empty_like(logps)
+        kl = torch.zeros_like(logps)
+        ref_logps = torch.zeros_like(logps)
+        for start in range(0, hidden.shape[0], rows):
+            end = start + rows
+            z = _logits(hidden[start:end], head)
+            lse = torch.logsumexp(z, dim=-1)
+            log_norm[start:end] = lse
+            logps[start:end] = z.gather(1, targets[start:end, None].long()).squeeze(1) - lse
+            if ref_head is not None:
+                ref_logp = torch.log_softmax(_logits(ref_hidden[start:end], ref_head), dim=-1)
+                kl[start:end] = (ref_logp.exp() * (ref_logp - (z - lse[:, None]))).sum(-1)
+                ref_logps[start:end] = ref_logp.gather(1, targets[start:end, None].long()).squeeze(1)
+        ctx.save_for_backward(hidden, weight, bias, targets, log_norm, ref_hidden, ref_weight, ref_bias)
+        ctx.scale, ctx.softcap = scale, softcap
+        ctx.mark_non_differentiable(ref_logps)
+        return logps, kl, ref_logps
+
+    @staticmethod
+    def backward(ctx, grad_logps, grad_kl, _grad_ref):
+        hidden, weight, bias, targets, log_norm, ref_hidden, ref_weight, ref_bias = ctx.saved_tensors
+        head = Head(weight, bias, ctx.scale, ctx.softcap)
+        ref_head = Head(ref_weight, ref_bias, ctx.scale, ctx.softcap) if ref_hidden is not None else None
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        grad_hidden = torch.zeros_like(hidden) if need_h else None
+        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        rows = _chunk_rows(weight.shape[0])
+        for start in range(0, hidden.shape[0], rows):
+            end = start + rows
+            h = hidden[start:end]
+            z = _logits(h, head)
+            probs = torch.exp(z - log_norm[start:end, None])
+            # d logp[target] / dz = onehot - p ;  d KL(ref || p) / dz = p - p_ref
+            gz = -probs * grad_logps[start:end, None]
+            gz.scatter_add_(1, targets[start:end, None].long(), grad_logps[start:end, None])
+            if ref_head is not None and grad_kl is not None:
+                ref_probs = torch.softmax(_logits(ref_hidden[start:end], ref_head), dim=-1)
+                gz += (probs - ref_probs) * grad_kl[start:end, None]
+            # chain rule through the soft-cap and the scale back to the raw projection
+            if ctx.softcap:
+                gz = gz * (1 - (z / ctx.softcap) ** 2)
+            if ctx.scale != 1.0:
+                gz = gz * ctx.scale
+            gz = gz.to(weight.dtype)
+            if need_h:
+                grad_hidden[start:end] = gz @ weight
+            if need_w:
+                grad_weight += (gz.t() @ h).float()
+            if need_b:
+                grad_bias += gz.float().sum(0)
+        if need_w:
+            grad_weight = grad_weight.to(weight.dtype)
+        if need_b:
+            grad_bias = grad_bias.to(bias.dtype)
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
+
+
+@dataclass
+class TokenLogps:
+    logps: torch.Tensor  # [N, R] float32, zero where mask is False
+    kl: torch.Tensor | None  # [N, R] KL(ref || policy) per label (TDPO), zero where mask is False
+    ref_logps: torch.Tensor | None  # [N, R] the reference's log-probs of the same labels (TDPO)
+
+
+def needed_length(prompt_lens: torch.Tensor, mask: torch.Tensor) -> int:
+    """Sequence length a batch must be run to: one past the last hidden position any label reads."""
+    width = mask.shape[1]
+    last = torch.where(mask, torch.arange(width, device=mask.device)[None, :], -1).max(dim=1).values
+    read = torch.where(last >= 0, prompt_lens.to(mask.device) + last, 0)
+    return int(read.max().item()) if read.numel() else 0
+
+
+def token_logps(
+    model, input_ids: torch.Tensor, prompt_lens: torch.Tensor, mask: torch.Tensor, ref_model=None
+) -> TokenLogps:
+    """Per-token log-probs of the labels marked by `mask`, in label space.
+
+    input_ids:   [N, T] right-padded prompt+response sequences.
+    prompt_lens: [N] prompt lengths.
+    mask:        [N, R] bool, the labels some loss reads (response tokens, or SePO's selected tokens).
+    ref_model:   optional frozen reference; when given, also returns per-label KL(ref || policy) (TDPO).
+    """
+    mask = mask.bool()
+    rows, _, hidden_pos, token_pos = gather_indices(prompt_lens, mask)
+    targets = input_ids[rows, token_pos]
+    cut = needed_length(prompt_lens, mask)
+    hidden = backbone_hidden(model, input_ids[:, :cut])[rows, hidden_pos]
+    head = model_head(model)
+    ref_hidden = ref_w = ref_b = None
+    if ref_model is not None:
+        with torch.no_grad():
+            ref_hidden = backbone_hidden(ref_model, input_ids[:, :cut])[rows, hidden_pos]
+            ref_head = model_head(ref_model)
+            ref_w, ref_b = ref_head.weight.detach(), None if ref_head.bias is None else ref_head.bias.detach()
+    flat, flat_kl, flat_ref = ChunkedHeadLogProbs.apply(
+        hidden, head.weight, head.bias, targets, head.scale, head.softcap, ref_hidden, ref_w, ref_b
+    )
+    logps = flat.new_zeros(mask.shape).masked_scatter(mask, flat)
+    if ref_model is None:
+        return TokenLogps(logps, None, None)
+    kl = flat_kl.new_zeros(mask.shape).masked_scatter(mask, flat_kl)
+    return TokenLogps(logps, kl, flat_ref.new_zeros(mask.shape).masked_scatter(mask, flat_ref))
+
+
+class LabelLogps(torch.nn.Module):
+    """Wraps a causal LM so that one `forward` call computes label-space log-probs.
+
+    Training goes through this module (it is what accelerate wraps) so that DDP/FSDP see a normal forward.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, prompt_lens, mask, ref_model=None) -> TokenLogps:
+        return token_logps(self.model, input_ids, prompt_lens, mask, ref_model)
+
+
+def full_logits_logps(model, input_ids: torch.Tensor, prompt_lens: torch.Tensor, mask: torch.Tensor):
+    """The plain way (full logits, padded attention): the yardstick the fast path is tested against."""
+    mask = mask.bool()
+    attention = torch.ones_like(input_ids)
+    logits = model(input_ids=input_ids, attention_mask=attention, use_cache=False).logits.float()
+    logp_all = torch.log_softmax(logits, dim=-1)
+    rows, _, hidden_pos, token_pos = gather_indices(prompt_lens, mask)
+    flat = logp_all[rows, hidden_pos, input_ids[rows, token_pos]]
+    return flat.new_zeros(mask.shape).masked_scatter(mask, flat)

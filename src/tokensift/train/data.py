@@ -1,0 +1,99 @@
+"""From a data source to tokenised train/eval pairs, and the seeded order in which training visits them."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tokensift.data.load import load_preferences
+from tokensift.data.formats import parse_columns
+from tokensift.data.io import source_fingerprint
+from tokensift.data.tokenize import TokenizedPair, TokenizeSettings, tokenize_examples
+from tokensift.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PairSet:
+    """Tokenised pairs of one source, with what is needed to fingerprint caches built from them."""
+
+    source: str
+    fingerprint: str
+    pairs: list[TokenizedPair]
+    notes: list[str] = field(default_factory=list)
+
+
+def tokenize_settings(config) -> TokenizeSettings:
+    return TokenizeSettings(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
+
+
+def load_pairs(source: str, config, tokenizer, limit: int | None = None) -> PairSet:
+    columns = parse_columns(config.columns) if config.columns else None
+    result = load_preferences(
+        source, columns=columns, skip_invalid=config.skip_invalid, split=config.split, limit=limit
+    )
+    notes = [result.summary()] if hasattr(result, "summary") else []
+    if not result.examples:
+        raise UserError(f"{source}: no valid preference pairs to train on")
+    pairs, report = tokenize_examples(tokenizer, result.examples, tokenize_settings(config))
+    notes.append(report.summary())
+    fp = source_fingerprint(source, config.split)
+    fp_meta = f"{fp}|columns={config.columns}|limit={limit}"
+    return PairSet(source=source, fingerprint=fp_meta, pairs=pairs, notes=notes)
+
+
+def split_eval(pairs: list[TokenizedPair], fraction: float, seed: int):
+    """A seeded held-out share of the pairs (at least one pair when fraction > 0)."""
+    if fraction <= 0:
+        return pairs, []
+    n_eval = max(1, int(round(len(pairs) * fraction)))
+    if n_eval >= len(pairs):
+        raise UserError(f"eval_fraction={fraction} leaves no training pairs out of {len(pairs)}")
+    order = np.random.RandomState(seed).permutation(len(pairs))
+    held = set(order[:n_eval].tolist())
+    return [p for i, p in enumerate(pairs) if i not in held], [p for i, p in enumerate(pairs) if i in held]
+
+
+@dataclass
+class Schedule:
+    """Which pairs each optimizer step uses: a seeded permutation per epoch, global batches in order.
+
+    The data position of a run is just its step number, so a resumed run visits exactly the same batches.
+    The last batch of an epoch may be smaller; its micro-batches are weighted by their size.
+    """
+
+    num_pairs: int
+    global_batch: int
+    seed: int
+    epochs: float
+    max_steps: int | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.num_pairs / self.global_batch)
+
+    @property
+    def total_steps(self) -> int:
+        if self.max_steps:
+            return self.max_steps
+        return max(1, math.ceil(self.epochs * self.steps_per_epoch))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.RandomState(self.seed + 1000003 * epoch).permutation(self.num_pairs)
+
+    def batch(self, step: int) -> np.ndarray:
+        epoch, index = divmod(step, self.steps_per_epoch)
+        order = self.epoch_order(epoch)
+        return order[index * self.global_batch : (index + 1) * self.global_batch]
+
+
+def micro_batches(indices: np.ndarray, batch_size: int, grad_accum: int, rank: int, world: int) -> list[np.ndarray]:
+    """This process's `grad_accum` micro-batches of a global batch (some may be empty in a short last batch)."""
+    parts = np.array_split(indices, world * grad_accum) if len(indices) < batch_size * world * grad_accum else [
+        indices[i * batch_size : (i + 1) * batch_size] for i in range(world * grad_accum)
+    ]
+    return [parts[rank * grad_accum + m] for m in range(grad_accum)]

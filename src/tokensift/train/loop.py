@@ -1,0 +1,296 @@
+"""The training loop on accelerate: every loss, gradient accumulation, checkpoints, resume, eval and metrics.
+
+One model in memory: reference log-probs come from the cache (computed before training, see ref_cache.py);
+only TDPO keeps a frozen reference, because it needs the reference's full distribution at every position.
+Micro-batches are weighted by the units their loss averages over (pairs, or tokens for SFT) relative to the
+whole global batch, so batch 8 x accumulation 1 and batch 1 x accumulation 8 take identical steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from tokensift.data.collate import collate_pairs, collate_sequences
+from tokensift.data.tokenize import TokenizedPair
+from tokensift.errors import UserError
+from tokensift.logprobs import LabelLogps
+from tokensift.models import LoraSettings, load_model, load_tokenizer, model_fingerprint, tokenizer_fingerprint
+from tokensift.train import checkpoint as ckpt
+from tokensift.train.config import TrainConfig
+from tokensift.train.data import PairSet, Schedule, load_pairs, micro_batches, split_eval
+from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
+from tokensift.train.objective import compute_loss, loss_units, read_mask
+from tokensift.train.outputs import check_output_dir, save_final
+from tokensift.train.ref_cache import ReferenceLogpCache
+
+log = logging.getLogger(__name__)
+
+
+class NumericalError(UserError):
+    """The loss or the gradients became NaN/inf."""
+
+
+@dataclass
+class TrainData:
+    """What a run trains on. `select` (SePO) adds key-token masks to each batch; `scores_meta` describes them."""
+
+    train: PairSet
+    eval: PairSet | None = None
+    select: Callable | None = None
+    extra_meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path
+    steps: int
+    train_metrics: dict
+    eval_metrics: dict | None
+
+
+def prepare_data(config: TrainConfig, tokenizer) -> TrainData:
+    full = load_pairs(config.data, config, tokenizer, limit=config.limit)
+    if config.eval_data:
+        return TrainData(train=full, eval=load_pairs(config.eval_data, config, tokenizer))
+    train, held = split_eval(full.pairs, config.eval_fraction, config.seed)
+    evalset = PairSet(full.source, full.fingerprint, held) if held else None
+    return TrainData(train=PairSet(full.source, full.fingerprint, train, full.notes), eval=evalset)
+
+
+def make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+
+    trackers = [t.strip() for t in config.trackers.split(",") if t.strip()]
+    return Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
+                       project_dir=config.output_dir)
+
+
+def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model) -> dict:
+    """Cached reference log-prob sums for every train and eval pair; computed once, with one model loaded."""
+    reference = config.reference or config.model
+    ref_fp = model_fingerprint(reference)
+    sums = {}
+    for part in (data.train, data.eval):
+        if part is None or not part.pairs:
+            continue
+        meta = {"data": part.fingerprint, "reference": ref_fp, "tokenizer": tokenizer_fingerprint(tokenizer),
+                "max_length": config.max_length, "max_prompt_length": config.max_prompt_length,
+                "dtype": config.dtype}
+        cache = ReferenceLogpCache(meta, config.ref_cache_dir, accelerator.process_index, accelerator.num_processes)
+        if cache.missing(part.pairs):
+            model = policy_model if config.reference in (None, config.model) else None
+            if model is None:
+                model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                   device=accelerator.device)
+            model.eval()
+            cache.fill(model, part.pairs, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device)
+            accelerator.wait_for_everyone()
+        sums.update(cache.sums(part.pairs))
+    return sums
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, data: TrainData | None = None):
+        self.config = config
+        self.accelerator = make_accelerator(config)
+        self.output_dir = Path(config.output_dir)
+        check_output_dir(self.output_dir, self.accelerator.is_main_process)
+        torch.manual_seed(config.seed)
+        self.tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+        self.data = data or prepare_data(config, self.tokenizer)
+        lora = None
+        if config.lora:
+            lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
+                                [t.strip() for t in config.lora_targets.split(",") if t.strip()])
+        self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                gradient_checkpointing=config.gradient_checkpointing, lora=lora,
+                                device=self.accelerator.device)
+        self.ref_model = None
+        self.ref_sums = None
+        if config.loss == "tdpo":
+            self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
+                                        trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
+            self.ref_model.requires_grad_(False).eval()
+        elif config.needs_reference:
+            self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
+        world = self.accelerator.num_processes
+        self.schedule = Schedule(len(self.data.train.pairs), config.batch_size * config.grad_accum * world,
+                                 config.seed, config.epochs, config.max_steps)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
+                                      weight_decay=config.weight_decay)
+        scheduler = make_scheduler(optimizer, config, self.schedule.total_steps)
+        self.wrapper, self.optimizer, self.scheduler = self.accelerator.prepare(LabelLogps(self.model), optimizer,
+                                                                                scheduler)
+        self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", self.accelerator.is_main_process)
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def build_batch(self, pairs: list[TokenizedPair]):
+        pad = self.tokenizer.pad_token_id
+        if self.config.loss == "sft":
+            return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad)
+        batch = collate_pairs(pairs, pad, self.ref_sums)
+        if self.data.select is not None:
+            batch.select_mask = self.data.select(pairs, batch)
+        return batch
+
+    def forward_loss(self, batch):
+        batch = batch.to(self.accelerator.device)
+        out = self.wrapper(batch.input_ids, batch.prompt_lens, read_mask(self.config, batch), self.ref_model)
+        return compute_loss(self.config, batch, out.logps, out.kl, out.ref_logps)
+
+    # ------------------------------------------------------------------------------------------------ steps
+    def train_step(self, step: int) -> tuple[dict, bool]:
+        """One optimizer step over the global batch of `step`; returns (metrics, finite)."""
+        cfg, acc = self.config, self.accelerator
+        pairs = self.data.train.pairs
+        indices = self.schedule.batch(step)
+        global_units = sum(loss_units(cfg, pairs[i]) for i in indices)
+        metrics = StepMetrics()
+        micro = micro_batches(indices, cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes)
+        self.wrapper.train()
+        for m, part in enumerate(micro):
+            weight = 1.0
+            if len(part) == 0:  # a short last batch: keep every process in step with a zero-weight pass
+                part, weight = indices[:1], 0.0
+            batch = self.build_batch([pairs[i] for i in part])
+            sync = m == len(micro) - 1 or acc.num_processes == 1
+            context = acc.no_sync(self.wrapper) if not sync else contextlib.nullcontext()
+            with context:
+                out = self.forward_loss(batch)
+                scaled = out.loss * (weight * out.count / global_units * acc.num_processes)
+                acc.backward(scaled)
+            if weight:
+                metrics.add(out, batch.num_examples, batch.num_tokens)
+        grad_norm = None
+        if cfg.max_grad_norm > 0:
+            grad_norm = float(acc.clip_grad_norm_(self.wrapper.parameters(), cfg.max_grad_norm))
+        result = metrics.reduce(acc)
+        finite = math.isfinite(result["loss"]) and (grad_norm is None or math.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        result["grad_norm"] = grad_norm
+        return result, finite
+
+    @torch.no_grad()
+    def evaluate(self) -> dict | None:
+        if self.data.eval is None or not self.data.eval.pairs:
+            return None
+        acc, pairs = self.accelerator, self.data.eval.pairs
+        self.wrapper.eval()
+        metrics = StepMetrics()
+        mine = [p for i, p in enumerate(pairs) if i % acc.num_processes == acc.process_index]
+        for start in range(0, len(mine), self.config.eval_batch_size):
+            batch = self.build_batch(mine[start : start + self.config.eval_batch_size])
+            out = self.forward_loss(batch)
+            metrics.add(out, batch.num_examples, batch.num_tokens)
+        return {f"eval/{k}": v for k, v in metrics.reduce(acc).items()}
+
+    def save(self, step: int, extra: dict) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.save_checkpoint(self.output_dir, step, acc.unwrap_model(self.wrapper), self.optimizer, self.scheduler,
+                                 extra, keep=self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def resume(self) -> tuple[int, dict]:
+        ckpt.clean_temporaries(self.output_dir)
+        found = ckpt.latest_checkpoint(self.output_dir)
+        if not self.config.resume:
+            if found is not None:
+                raise UserError(
+                    f"{self.output_dir} already holds checkpoints ({found.name}); pass resume=true to continue that "
+                    "run or choose another output_dir"
+                )
+            return 0, {}
+        if found is None:
+            log.warning("resume=true but %s holds no checkpoint; starting from scratch", self.output_dir)
+            return 0, {}
+        state = ckpt.load_checkpoint(found, self.accelerator.unwrap_model(self.wrapper), self.optimizer,
+                                     self.scheduler)
+        self.metrics_log.truncate_after(state["step"])
+        return state["step"], state
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        cfg, acc = self.config, self.accelerator
+        start, state = self.resume()
+        total = self.schedule.total_steps
+        skipped = state.get("skipped_steps", 0)
+        if cfg.trackers:
+            acc.init_trackers("tokensift", config={k: v for k, v in dataclasses.asdict(cfg).items()
+                                                   if isinstance(v, (int, float, str, bool))})
+        bar = tqdm(total=total, initial=start, desc=f"{cfg.loss} training", unit="step",
+                   disable=not (cfg.progress and acc.is_main_process))
+        train_metrics: dict = state.get("train_metrics", {})
+        eval_metrics = None
+        started = time.perf_counter()
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            metrics, finite = self.train_step(step)
+            elapsed = time.perf_counter() - t0
+            if not finite:
+                if cfg.nan_policy == "stop":
+                    last = ckpt.latest_checkpoint(self.output_dir)
+                    raise NumericalError(
+                        f"step {step + 1}: the loss or gradient norm is not finite (loss={metrics['loss']}, "
+                        f"grad_norm={metrics['grad_norm']}); nothing was applied. Last good checkpoint: "
+                        f"{last if last else 'none'}. Lower the learning rate, use float32, or pass nan_policy=skip."
+                    )
+                skipped += 1
+            record = {"step": step + 1, "epoch": round((step + 1) / self.schedule.steps_per_epoch, 4),
+                      "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": metrics["tokens"] / max(elapsed, 1e-9),
+                      "step_time_s": elapsed, "peak_memory_mb": peak_memory_mb(acc.device), "skipped_steps": skipped,
+                      **metrics}
+            train_metrics = record
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
+                eval_metrics = self.evaluate()
+                record.update(eval_metrics or {})
+            if (step + 1) % cfg.log_every == 0 or step + 1 == total or eval_metrics:
+                self.metrics_log.write(record)
+                if cfg.trackers:
+                    acc.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None},
+                            step=step + 1)
+            bar.set_postfix(loss=f"{metrics['loss']:.4f}",
+                            acc=f"{metrics.get('rewards/accuracy', float('nan')):.2f}")
+            bar.update(1)
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+                self.save(step + 1, {"train_metrics": train_metrics, "skipped_steps": skipped})
+        bar.close()
+        eval_metrics = self.evaluate()
+        if eval_metrics:
+            self.metrics_log.write({"step": total, **eval_metrics})
+        if cfg.trackers:
+            acc.end_training()
+        final = self.output_dir / "final"
+        if acc.is_main_process:
+            save_final(final, acc.unwrap_model(self.wrapper).model, self.tokenizer, cfg, self.data, total,
+                       train_metrics, eval_metrics, time.perf_counter() - started)
+        acc.wait_for_everyone()
+        return TrainResult(self.output_dir, final, total, train_metrics, eval_metrics)
+
+
+def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.scheduler]
+    warmup = int(round(config.warmup_ratio * total_steps))
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def train(config: TrainConfig, data: TrainData | None = None) -> TrainResult:
+    return Trainer(config, data).run()

@@ -1,0 +1,83 @@
+"""Metric accumulation across micro-batches and processes, the JSONL log, and peak memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+
+class StepMetrics:
+    """Sums of per-pair metric values and of the weighted loss over one optimizer step (or an eval pass)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = defaultdict(float)
+        self.pairs = 0.0
+        self.loss_sum = 0.0
+        self.units = 0.0
+        self.tokens = 0
+
+    def add(self, out, num_pairs: int, tokens: int) -> None:
+        self.loss_sum += float(out.loss.detach()) * out.count
+        self.units += out.count
+        self.pairs += num_pairs
+        self.tokens += tokens
+        for name, values in out.metrics.items():
+            self.sums[name] += float(values.float().sum())
+
+    def reduce(self, accelerator=None) -> dict[str, float]:
+        """Average over everything added, on every process (sums are all-reduced first)."""
+        names = sorted(self.sums)
+        values = torch.tensor([self.loss_sum, self.units, self.pairs, self.tokens] + [self.sums[n] for n in names],
+                              dtype=torch.float64)
+        if accelerator is not None and accelerator.num_processes > 1:
+            values = accelerator.reduce(values.to(accelerator.device), reduction="sum").cpu()
+        loss_sum, units, pairs, tokens = values[:4].tolist()
+        out = {"loss": loss_sum / max(units, 1e-12), "pairs": pairs, "tokens": tokens}
+        for i, name in enumerate(names):
+            out[name] = float(values[4 + i]) / max(pairs, 1e-12)
+        return out
+
+
+def peak_memory_mb(device: torch.device | None = None) -> float:
+    """Peak GPU memory allocated on CUDA, else the process's peak resident set size."""
+    if device is not None and device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 if sys.platform != "darwin" else peak / 2**20
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to metrics.jsonl (flushed, so a killed run keeps its history)."""
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget lines logged after the checkpoint so the log has no duplicates."""
+        if not (self.enabled and self.path.exists()):
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

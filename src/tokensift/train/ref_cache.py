@@ -1,0 +1,121 @@
+"""Teacher-forced per-token log-probs over many pairs, and the on-disk reference log-prob cache.
+
+DPO-family training needs log pi_ref of every response. Computing it once, in a no-grad pass, and reading it
+from disk afterwards means training holds one model in memory and never runs the reference forward again.
+The cache is keyed by a fingerprint of (data, reference model, tokenizer, tokenisation settings), stored as
+Parquet shards of per-token log-probs in label space (so SePO scoring can reuse it), filled resumably, and
+shared by every later run on the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tokensift.data.collate import collate_pairs
+from tokensift.data.tokenize import TokenizedPair
+from tokensift.logprobs import token_logps
+from tokensift.models import cache_root
+from tokensift.shards import ShardStore
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(meta: dict) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:
+    """Batches of similar length (longest first), so padding wastes little compute in no-grad passes."""
+    ordered = sorted(pairs, key=lambda p: (-p.num_tokens, p.row))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+@torch.no_grad()
+def iter_pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, desc: str | None = None):
+    """Yield (pair, chosen log-probs [Rc], rejected log-probs [Rr]) as float32 numpy, in length-bucketed order."""
+    batches = length_buckets(pairs, batch_size)
+    bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=desc is None, leave=False)
+    for group in batches:
+        batch = collate_pairs(group, pad_id).to(device)
+        logps = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask).logps.float().cpu()
+        n = len(group)
+        for i, pair in enumerate(group):
+            yield (
+                pair,
+                logps[i, : len(pair.chosen_ids)].numpy().copy(),
+                logps[n + i, : len(pair.rejected_ids)].numpy().copy(),
+            )
+        bar.update(n)
+    bar.close()
+
+
+class ReferenceLogpCache:
+    """Per-token reference log-probs of a set of pairs, computed once and read back from Parquet shards."""
+
+    def __init__(self, meta: dict, folder: str | Path | None = None, rank: int = 0, world: int = 1):
+        self.meta = meta
+        self.key = fingerprint(meta)
+        root = Path(folder) if folder else cache_root() / "ref_logps"
+        self.store = ShardStore(root / self.key[:32], rank=rank)
+        self.rank, self.world = rank, world
+
+    def missing(self, pairs: list[TokenizedPair]) -> list[TokenizedPair]:
+        done = self.store.done_rows()
+        return [p for p in pairs if p.row not in done]
+
+    def fill(self, model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, shard_pairs: int = 512):
+        """Compute the pairs not cached yet (this process's share of them) and write them shard by shard."""
+        self.store.clean_temporaries()
+        todo = [p for i, p in enumerate(self.missing(pairs)) if i % self.world == self.rank]
+        if not todo:
+            return 0
+        if self.rank == 0:
+            self.store.write_meta(self.meta)
+        buffer: dict[str, list] = {"row": [], "chosen": [], "rejected": []}
+        desc = "reference log-probs" if self.rank == 0 else None
+        for pair, chosen, rejected in iter_pair_logps(model, todo, batch_size, pad_id, device, desc):
+            buffer["row"].append(pair.row)
+            buffer["chosen"].append(chosen)
+            buffer["rejected"].append(rejected)
+            if len(buffer["row"]) >= shard_pairs:
+                self.store.write(buffer)
+                buffer = {"row": [], "chosen": [], "rejected": []}
+        if buffer["row"]:
+            self.store.write(buffer)
+        return len(todo)
+
+    def token_logps(self, rows: set[int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        table = self.store.read()
+        if table is None:
+            return {}
+        out = {}
+        for row, chosen, rejected in zip(
+            table.column("row").to_pylist(), table.column("chosen").to_pylist(), table.column("rejected").to_pylist()
+        ):
+            if rows is None or row in rows:
+                out[row] = (np.asarray(chosen, dtype=np.float32), np.asarray(rejected, dtype=np.float32))
+        return out
+
+    def sums(self, pairs: list[TokenizedPair]) -> dict[int, tuple[float, float]]:
+        """row -> (sum over chosen tokens, sum over rejected tokens); checks that the lengths still match."""
+        wanted = {p.row for p in pairs}
+        cached = self.token_logps(wanted)
+        out = {}
+        for pair in pairs:
+            if pair.row not in cached:
+                raise RuntimeError(f"reference log-probs for row {pair.row} are missing from {self.store.folder}")
+            chosen, rejected = cached[pair.row]
+            if len(chosen) != len(pair.chosen_ids) or len(rejected) != len(pair.rejected_ids):
+                raise RuntimeError(
+                    f"cached reference log-probs of row {pair.row} do not match its tokenisation; delete "
+                    f"{self.store.folder} and rerun"
+                )
+            out[pair.row] = (float(chosen.sum(dtype=np.float64)), float(rejected.sum(dtype=np.float64)))
+        return out

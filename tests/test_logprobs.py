@@ -1,0 +1,112 @@
+"""The LM-head-at-selected-positions path equals the full-logits path, values and gradients."""
+
+import numpy as np
+import torch
+
+from conftest import build_model
+from tokensift.data.collate import collate_pairs
+from tokensift.data.example import PreferenceExample
+from tokensift.data.tokenize import tokenize_examples
+from tokensift.logprobs import ChunkedHeadLogProbs, full_logits_logps, needed_length, token_logps
+import tokensift.logprobs as logprobs_module
+
+
+def make_batch(tokenizer):
+    examples = [
+        PreferenceExample([{"role": "user", "content": "What is the capital of France?"}], "Paris.", "I hate it.", 0),
+        PreferenceExample([{"role": "user", "content": "hi"}], "Happy joyful excellent good nice", "bad", 1),
+        PreferenceExample([{"role": "user", "content": "Numbers: 0 1 2 3 4 5"}], "6 7 8", "9 10 100 1000 fine", 2),
+    ]
+    pairs, _ = tokenize_examples(tokenizer, examples)
+    return collate_pairs(pairs, tokenizer.pad_token_id)
+
+
+def test_selected_positions_equal_full_logits(tokenizer):
+    model = build_model(len(tokenizer), seed=1)
+    batch = make_batch(tokenizer)
+    for mask in (batch.response_mask, batch.response_mask & (torch.rand(batch.response_mask.shape) < 0.4)):
+        fast = token_logps(model, batch.input_ids, batch.prompt_lens, mask).logps
+        slow = full_logits_logps(model, batch.input_ids, batch.prompt_lens, mask)
+        assert torch.allclose(fast, slow, atol=1e-5), (fast - slow).abs().max()
+        assert (fast[~mask] == 0).all()
+
+
+def test_gradients_equal_full_logits(tokenizer):
+    batch = make_batch(tokenizer)
+    mask = batch.response_mask
+    weights = torch.randn(mask.shape)
+    grads = []
+    for fn in (token_logps, full_logits_logps):
+        model = build_model(len(tokenizer), seed=2)
+        out = fn(model, batch.input_ids, batch.prompt_lens, mask)
+        out = out.logps if hasattr(out, "logps") else out
+        (out * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def test_small_chunks_give_same_result(tokenizer, monkeypatch):
+    model = build_model(len(tokenizer), seed=3)
+    batch = make_batch(tokenizer)
+    ref = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask).logps
+    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", len(tokenizer) * 3)  # 3 rows per chunk
+    chunked = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask).logps
+    assert torch.allclose(ref, chunked, atol=1e-6)
+
+
+def test_needed_length_cuts_after_last_read_label():
+    prompt_lens = torch.tensor([3, 5])
+    mask = torch.tensor([[True, False, True, False], [True, False, False, False]])
+    # row 0 reads label 2 -> hidden position 4 -> run 5 positions; row 1 reads label 0 -> position 4 -> 5
+    assert needed_length(prompt_lens, mask) == 5
+
+
+def capped_log_softmax(hidden, weight, bias, scale, softcap):
+    z = (hidden @ weight.t() + bias) * scale
+    return torch.log_softmax(torch.tanh(z / softcap) * softcap, -1)
+
+
+def test_chunked_function_with_scale_softcap_and_kl(monkeypatch):
+    torch.manual_seed(0)
+    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", 2 * 11)  # 2 rows per chunk
+    m, h, v = 7, 5, 11
+    hidden = torch.randn(m, h, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(v, dtype=torch.float64, requires_grad=True)
+    ref_hidden, ref_weight = torch.randn(m, h, dtype=torch.float64), torch.randn(v, h, dtype=torch.float64)
+    targets = torch.randint(0, v, (m,))
+    g1, g2 = torch.randn(m, dtype=torch.float64), torch.randn(m, dtype=torch.float64)
+    logp, kl, _ = ChunkedHeadLogProbs.apply(hidden, weight, bias, targets, 1.7, 3.0, ref_hidden, ref_weight, bias.detach())
+    ((logp * g1).sum() + (kl * g2).sum()).backward()
+    got = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    # naive full-vocabulary version; the reference (its bias included) is a constant
+    policy = capped_log_softmax(hidden, weight, bias, 1.7, 3.0)
+    ref = capped_log_softmax(ref_hidden, ref_weight, bias.detach(), 1.7, 3.0)
+    expected_logp = policy.gather(1, targets[:, None]).squeeze(1)
+    expected_kl = (ref.exp() * (ref - policy)).sum(-1)
+    assert torch.allclose(logp.double(), expected_logp, atol=1e-6)
+    assert torch.allclose(kl.double(), expected_kl, atol=1e-6)
+    ((expected_logp * g1).sum() + (expected_kl * g2).sum()).backward()
+    for a, t in zip(got, (hidden, weight, bias)):
+        assert torch.allclose(a, t.grad, atol=1e-5)
+
+
+def test_tdpo_kl_matches_explicit_distributions(tokenizer):
+    policy, ref = build_model(len(tokenizer), seed=4), build_model(len(tokenizer), seed=5)
+    batch = make_batch(tokenizer)
+    mask = batch.response_mask
+    out = token_logps(policy, batch.input_ids, batch.prompt_lens, mask, ref_model=ref)
+    with torch.no_grad():
+        lp = torch.log_softmax(policy(input_ids=batch.input_ids).logits, -1)
+        lr = torch.log_softmax(ref(input_ids=batch.input_ids).logits, -1)
+    for n in range(mask.shape[0]):
+        for i in range(int(batch.response_lens[n])):
+            pos = int(batch.prompt_lens[n]) - 1 + i
+            expected = (lr[n, pos].exp() * (lr[n, pos] - lp[n, pos])).sum()
+            assert abs(float(out.kl[n, i].detach()) - float(expected)) < 1e-5
+            target = batch.input_ids[n, pos + 1]
+            assert abs(float(out.ref_logps[n, i]) - float(lr[n, pos, target])) < 1e-5
+    assert np.isclose(float(out.kl[~mask].abs().sum()), 0.0)
