@@ -94,3 +94,34 @@ def model_dir(tmp_path, tokenizer):
     build_model(len(tokenizer)).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def write_pairs(path: Path, n: int = 16, seed: int = 0) -> Path:
+    """A JSONL preference file of `n` pairs with varied prompt and response lengths."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    good = CORPUS[1].split() + CORPUS[7].split()[:5]
+    bad = CORPUS[2].split() + CORPUS[7].split()[6:]
+    lines = []
+    for i in range(n):
+        prompt = " ".join(rng.choice(CORPUS).split()[: rng.randint(2, 9)]) + f" ({i})"
+        chosen = " ".join(rng.choice(good) for _ in range(rng.randint(1, 12)))
+        rejected = " ".join(rng.choice(bad) for _ in range(rng.randint(1, 12)))
+        lines.append(json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def train_config(tmp_path: Path, model_dir: Path, data: Path, **overrides):
+    """A small, fast TrainConfig on the tiny model (isolated reference cache, no progress bar)."""
+    from tokensift.train.config import TrainConfig
+
+    values = dict(data=str(data), model=str(model_dir), output_dir=str(tmp_path / "run"), learning_rate=1e-3,
+                  batch_size=4, epochs=1.0, ref_cache_dir=str(tmp_path / "refcache"), progress=False, save_every=0,
+                  warmup_ratio=0.0)
+    values.update(overrides)
+    config = TrainConfig(**values)
+    config.validate()
+    return config

@@ -100,7 +100,9 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
     folder, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # The saved copy is plain float weights: drop the GGUF marker so reloads do not look for the GGUF file.
+    # The weights are plain floats now: drop the GGUF markers so the copy saves and reloads as a normal model.
+    model.hf_quantizer = None
+    model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)

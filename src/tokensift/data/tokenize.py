@@ -130,7 +130,8 @@ class PairTokenizer:
             ids = ids + [self.tokenizer.eos_token_id]
         return ids
 
-    def _truncate(self, prompt_ids: list[int], chosen: list[int], rejected: list[int]):
+    def truncate(self, prompt_ids: list[int], chosen: list[int], rejected: list[int]):
+        """Apply the truncation policies to one pair's ids, counting what is dropped in `self.report`."""
         s, r = self.settings, self.report
         if s.max_prompt_length is not None and len(prompt_ids) > s.max_prompt_length:
             r.prompts_truncated += 1
@@ -160,7 +161,7 @@ class PairTokenizer:
                 raise UserError(f"row {ex.row}: the prompt tokenises to zero tokens")
             c = self._continuation(prompt_ids[i], chosen_full[i], chosen[i])
             r = self._continuation(prompt_ids[i], rejected_full[i], rejected[i])
-            p, c, r = self._truncate(prompt_ids[i], c, r)
+            p, c, r = self.truncate(prompt_ids[i], c, r)
             self.report.pairs += 1
             self.report.prompt_lengths.append(len(p))
             self.report.response_lengths.extend((len(c), len(r)))

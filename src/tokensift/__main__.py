@@ -1,0 +1,5 @@
+import sys
+
+from tokensift.cli import main
+
+sys.exit(main())

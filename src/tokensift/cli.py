@@ -1,0 +1,154 @@
+"""The `tokensift` command: one subcommand per stage.
+
+Every stage reads its settings from a dataclass: defaults < `--config FILE.yaml` < `--option value` <
+trailing `key=value` overrides. `tokensift <stage> --help` lists every option with its help text.
+User errors (bad files, rows, keys, values) print one paragraph and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import typing
+
+from tokensift import __version__
+from tokensift.config import _unwrap_optional, load_config
+from tokensift.errors import UserError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One `--option` per dataclass field (help from the field), plus --config and key=value overrides."""
+    parser.add_argument("--config", help="YAML file of settings (keys as below, underscores).")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or dataclasses.is_dataclass(_unwrap_optional(hints[f.name])[0]):
+            continue
+        tp, _ = _unwrap_optional(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else "(see help)"
+        text = f"{f.metadata.get('help', '')} [default: {default}]"
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS, help=text,
+                                metavar="BOOL")
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Overrides, e.g. beta=0.05 oracle.epochs=2")
+
+
+def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):
+    flags = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
+    return load_config(cls, args.config, args.overrides, flags)
+
+
+# ---------------------------------------------------------------------------------------------------- stages
+def run_train(args, forced_loss: str | None = None) -> int:
+    from tokensift.train.config import TrainConfig
+    from tokensift.train.loop import train
+
+    config = config_from_args(TrainConfig, args)
+    if forced_loss:
+        config.loss = forced_loss
+        config.validate()
+    if config.loss == "sepo":
+        from tokensift.sepo.policy import train_sepo_policy
+
+        result = train_sepo_policy(config)
+    else:
+        result = train(config)
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
+    metrics = result.eval_metrics or result.train_metrics
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float) and ("loss" in k or "accuracy" in k)}
+    print(f"done: {result.steps} steps; final model in {result.final_dir}; {shown}")
+
+
+def cmd_sft(args) -> int:
+    return run_train(args, forced_loss="sft")
+
+
+def cmd_dpo(args) -> int:
+    if getattr(args, "loss", "dpo") in ("sft", "sepo"):
+        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={args.loss}` instead")
+    return run_train(args)
+
+
+def cmd_train(args) -> int:
+    return run_train(args)
+
+
+def not_yet(name: str):
+    def run(args) -> int:
+        raise UserError(f"`tokensift {name}` is not implemented yet")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tokensift.data.inspect import add_inspect_parser
+    from tokensift.train.config import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="tokensift", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"tokensift {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    data = sub.add_parser("data", help="Look at preference data: formats, lengths, problems.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    add_inspect_parser(data_sub)
+
+    for name, func, text in (
+        ("sft", cmd_sft, "Supervised fine-tuning on the chosen responses (e.g. the SePO reference model)."),
+        ("dpo", cmd_dpo, "Pairwise preference training: dpo, ipo, cdpo, robust, hinge, simpo, rrhf, tdpo, tso."),
+        ("train", cmd_train, "Train with any loss, including SePO on key tokens (loss=sepo scores=DIR)."),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        add_config_options(p, TrainConfig, skip=("loss",) if name == "sft" else ())
+        p.set_defaults(func=func)
+
+    for name, text in (
+        ("oracle", "Train the SePO oracle: DPO from the reference on a random fraction of the data."),
+        ("score", "Score every response token with the oracle's implicit reward."),
+        ("sepo", "Run the SePO pipeline: reference SFT -> oracle -> scores -> policy."),
+        ("tso", "TSO: model matrix, judges, pair correction, mini-batch iterative DPO."),
+        ("eval", "Evaluate a model: preference accuracy, judged win rate, KL."),
+        ("show", "Write an HTML page colouring every token by its score."),
+        ("demo", "Run the embedded demo on the default model."),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=not_yet(name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=LOG_FORMAT)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
