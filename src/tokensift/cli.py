@@ -54,12 +54,7 @@ def run_train(args, forced_loss: str | None = None) -> int:
     if forced_loss:
         config.loss = forced_loss
         config.validate()
-    if config.loss == "sepo":
-        from tokensift.sepo.policy import train_sepo_policy
-
-        result = train_sepo_policy(config)
-    else:
-        result = train(config)
+    result = train(config)
     print_result(result)
     return 0
 
@@ -82,6 +77,43 @@ def cmd_dpo(args) -> int:
 
 def cmd_train(args) -> int:
     return run_train(args)
+
+
+def cmd_oracle(args) -> int:
+    from tokensift.sepo.config import OracleConfig
+    from tokensift.sepo.oracle import train_oracle
+
+    print_result(train_oracle(config_from_args(OracleConfig, args)))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from tokensift.sepo.config import ScoreConfig
+    from tokensift.sepo.mass import describe, mass_summary, save_summary
+    from tokensift.sepo.score import score_tokens
+
+    config = config_from_args(ScoreConfig, args)
+    result = score_tokens(config)
+    print(f"scored {result.rows_scored} new pairs ({result.rows_total} in {result.output_dir}); "
+          f"{result.tokens / max(result.seconds, 1e-9):.0f} tokens/s")
+    summary = mass_summary(config.output_dir)
+    written = save_summary(summary, config.output_dir, title="reward concentration")
+    print(f"reward mass: {describe(summary)} ({', '.join(str(p) for p in written)})")
+    return 0
+
+
+def cmd_sepo(args) -> int:
+    from tokensift.sepo.pipeline import SePOConfig, run_pipeline
+
+    run_pipeline(config_from_args(SePOConfig, args))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from tokensift.sepo.show import ShowConfig, show_scores
+
+    print(f"wrote {show_scores(config_from_args(ShowConfig, args))}")
+    return 0
 
 
 def not_yet(name: str):
@@ -113,13 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_options(p, TrainConfig, skip=("loss",) if name == "sft" else ())
         p.set_defaults(func=func)
 
+    from tokensift.sepo.config import OracleConfig, ScoreConfig
+    from tokensift.sepo.pipeline import SePOConfig
+    from tokensift.sepo.show import ShowConfig
+
+    for name, func, cls, text in (
+        ("oracle", cmd_oracle, OracleConfig, "Train the SePO oracle: DPO from the reference on a random fraction of the data."),
+        ("score", cmd_score, ScoreConfig, "Score every response token with the oracle's implicit reward beta*(log pi_oracle - log pi_ref)."),
+        ("sepo", cmd_sepo, SePOConfig, "Run the SePO pipeline: reference SFT (optional) -> oracle -> scores -> policy."),
+        ("show", cmd_show, ShowConfig, "Write an HTML page colouring every token by its score, key tokens outlined."),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        add_config_options(p, cls)
+        p.set_defaults(func=func)
+
     for name, text in (
-        ("oracle", "Train the SePO oracle: DPO from the reference on a random fraction of the data."),
-        ("score", "Score every response token with the oracle's implicit reward."),
-        ("sepo", "Run the SePO pipeline: reference SFT -> oracle -> scores -> policy."),
         ("tso", "TSO: model matrix, judges, pair correction, mini-batch iterative DPO."),
         ("eval", "Evaluate a model: preference accuracy, judged win rate, KL."),
-        ("show", "Write an HTML page colouring every token by its score."),
         ("demo", "Run the embedded demo on the default model."),
     ):
         p = sub.add_parser(name, help=text, description=text)

@@ -92,7 +92,8 @@ class TrainConfig(DataArgs):
     progress: bool = option(True, "Show a progress bar.")
 
     def validate(self) -> None:
-        self.validate_data()
+        if self.loss != "sepo" or (self.data and self.allow_projection):
+            self.validate_data()  # SePO reads its pairs from the scores; only projection re-reads the data
         if self.loss not in LOSSES:
             raise UserError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
         if self.beta is not None and self.beta <= 0:

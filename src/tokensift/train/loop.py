@@ -60,6 +60,10 @@ class TrainResult:
 
 
 def prepare_data(config: TrainConfig, tokenizer) -> TrainData:
+    if config.loss == "sepo":
+        from tokensift.sepo.policy import sepo_train_data  # the SePO stage builds on this module
+
+        return sepo_train_data(config, tokenizer)
     full = load_pairs(config.data, config, tokenizer, limit=config.limit)
     if config.eval_data:
         return TrainData(train=full, eval=load_pairs(config.eval_data, config, tokenizer))

@@ -1,0 +1,167 @@
+"""Token scoring: the oracle's implicit reward of every response token, written as Parquet shards.
+
+For each pair, the oracle and its reference are teacher-forced over prompt + response, for both responses,
+and each response token (the first one and the EOS included) gets
+
+    score_i = beta * (log pi_oracle(y_i | x, y_<i) - log pi_ref(y_i | x, y_<i))     (label space)
+
+Scores are stored, not selections: token ids + one float per token + the row, so any k or selection strategy
+is applied later at batch-build time. The job streams the data in chunks (memory stays flat in the dataset
+size), writes a shard per chunk atomically, and on restart skips rows already written: a kill never leaves
+duplicate or missing rows. Under `accelerate launch`, process p scores the rows with `row % world == p`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from tokensift.data.collate import collate_pairs
+from tokensift.data.io import source_fingerprint
+from tokensift.data.load import LoadResult, iter_preferences
+from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
+from tokensift.errors import UserError
+from tokensift.logprobs import token_logps
+from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
+from tokensift.sepo.config import ScoreConfig
+from tokensift.shards import ShardStore
+from tokensift.train.ref_cache import fingerprint, length_buckets
+
+log = logging.getLogger(__name__)
+COLUMNS = ("row", "prompt_ids", "chosen_ids", "rejected_ids", "chosen_scores", "rejected_scores")
+
+
+@dataclass
+class ScoreResult:
+    output_dir: Path
+    rows_scored: int  # by this call (0 when everything was already there)
+    rows_total: int
+    seconds: float
+    tokens: int
+
+
+def score_meta(config: ScoreConfig, tokenizer) -> dict:
+    return {
+        "kind": "tokensift token scores",
+        "data": source_fingerprint(config.data, config.split), "source": config.data, "columns": config.columns,
+        "limit": config.limit, "oracle": model_fingerprint(config.oracle), "reference": model_fingerprint(config.reference),
+        "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": config.max_length,
+        "max_prompt_length": config.max_prompt_length, "beta": config.beta, "dtype": config.dtype,
+    }
+
+
+@torch.no_grad()
+def score_pairs(oracle, reference, pairs, batch_size: int, pad_id: int, beta: float, device):
+    """Yield one record dict per pair: ids and beta * (oracle - reference) log-probs per response token."""
+    for group in length_buckets(pairs, batch_size):
+        batch = collate_pairs(group, pad_id).to(device)
+        args = (batch.input_ids, batch.prompt_lens, batch.response_mask)
+        diff = (token_logps(oracle, *args).logps - token_logps(reference, *args).logps).float().cpu() * beta
+        n = len(group)
+        for i, pair in enumerate(group):
+            yield {
+                "row": pair.row, "prompt_ids": pair.prompt_ids, "chosen_ids": pair.chosen_ids,
+                "rejected_ids": pair.rejected_ids,
+                "chosen_scores": diff[i, : len(pair.chosen_ids)].numpy().astype(np.float32),
+                "rejected_scores": diff[n + i, : len(pair.rejected_ids)].numpy().astype(np.float32),
+            }
+
+
+def check_store(store: ShardStore, meta: dict, overwrite: bool) -> None:
+    key = fingerprint(meta)
+    existing = store.read_meta()
+    if existing is None or existing.get("fingerprint") == key:
+        return
+    if not overwrite:
+        changed = [k for k in meta if existing.get("inputs", {}).get(k) != meta[k]]
+        raise UserError(
+            f"{store.folder} holds scores made from other inputs (changed: {', '.join(changed) or 'unknown'}); "
+            "pass overwrite=true to replace them or choose another output_dir"
+        )
+    for path in store.shards():
+        path.unlink()
+
+
+def score_tokens(config: ScoreConfig) -> ScoreResult:
+    from accelerate import PartialState
+
+    state = PartialState()
+    rank, world = state.process_index, state.num_processes
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(config.oracle, config.trust_remote_code)
+    if not same_tokenizer(tokenizer, load_tokenizer(config.reference, config.trust_remote_code)):
+        raise UserError("the oracle and its reference use different tokenizers; token scores need one vocabulary")
+    meta = score_meta(config, tokenizer)
+    store = ShardStore(config.output_dir, rank=rank)
+    if state.is_main_process:
+        check_store(store, meta, config.overwrite)
+        store.clean_temporaries()
+        store.write_meta({"fingerprint": fingerprint(meta), "inputs": meta, "complete": False})
+    state.wait_for_everyone()
+    done = store.done_rows()
+    device = state.device
+    oracle = load_model(config.oracle, config.dtype, config.trust_remote_code, device=device).eval()
+    reference = load_model(config.reference, config.dtype, config.trust_remote_code, device=device).eval()
+    pair_tokenizer = PairTokenizer(tokenizer, TokenizeSettings(config.max_length, config.max_prompt_length))
+    loaded = LoadResult(source=config.data)
+    examples = iter_preferences(config.data, config.columns, config.skip_invalid, split=config.split,
+                                limit=config.limit, result=loaded)
+    bar = tqdm(desc="scoring", unit="pair", disable=not (config.progress and state.is_main_process))
+    scored = tokens = 0
+    while True:
+        chunk = list(itertools.islice(examples, config.chunk_pairs * world))
+        if not chunk:
+            break
+        mine = [ex for ex in chunk if ex.row % world == rank and ex.row not in done]
+        bar.update(len(chunk))
+        if not mine:
+            continue
+        pairs = pair_tokenizer.tokenize_batch(mine)
+        records = list(score_pairs(oracle, reference, pairs, config.batch_size, tokenizer.pad_token_id, config.beta,
+                                   device))
+        records.sort(key=lambda r: r["row"])
+        store.write({c: [r[c] for r in records] for c in COLUMNS})
+        scored += len(records)
+        tokens += sum(p.num_tokens for p in pairs)
+    bar.close()
+    state.wait_for_everyone()
+    total = len(store.done_rows())
+    if state.is_main_process:
+        store.write_meta({"fingerprint": fingerprint(meta), "inputs": meta, "complete": True, "rows": total,
+                          "oracle_model": config.oracle, "reference_model": config.reference,
+                          "rows_read": loaded.total_rows, "rows_skipped": len(loaded.rejected),
+                          "tokenize": pair_tokenizer.report.summary()})
+    state.wait_for_everyone()
+    return ScoreResult(Path(config.output_dir), scored, total, time.perf_counter() - started, tokens)
+
+
+def scores_complete(folder: str | Path, config: ScoreConfig | None = None, tokenizer=None) -> bool:
+    """True when `folder` holds a finished scoring run (of these inputs, when a config is given)."""
+    meta = ShardStore(folder).read_meta()
+    if not meta or not meta.get("complete"):
+        return False
+    return config is None or meta.get("fingerprint") == fingerprint(score_meta(config, tokenizer))
+
+
+def load_scores(folder: str | Path) -> tuple[dict, dict[int, dict]]:
+    """(meta, row -> record) of a finished scoring run, with numpy arrays."""
+    store = ShardStore(folder)
+    meta = store.read_meta()
+    if not meta:
+        raise UserError(f"{folder} holds no token scores (no meta.json); run `tokensift score` first")
+    if not meta.get("complete"):
+        raise UserError(f"the scoring run in {folder} did not finish; rerun `tokensift score` to complete it")
+    table = store.read(list(COLUMNS))
+    records = {}
+    for batch in table.to_batches():
+        cols = {c: batch.column(c).to_pylist() for c in COLUMNS}
+        for i, row in enumerate(cols["row"]):
+            records[row] = {c: (np.asarray(cols[c][i]) if c != "row" else row) for c in COLUMNS}
+    return meta, records
