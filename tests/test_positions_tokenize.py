@@ -94,3 +94,15 @@ def test_truncation_policies_and_counts(tokenizer):
 def test_bad_settings():
     with pytest.raises(UserError, match="must be smaller than max_length"):
         TokenizeSettings(max_length=10, max_prompt_length=10).validate()
+
+
+def test_prompt_longer_than_max_length_without_prompt_limit(tokenizer):
+    long_prompt = " ".join(["word"] * 40)
+    settings = TokenizeSettings(max_length=25, max_prompt_length=None)
+    pairs, report = tokenize_examples(tokenizer, [example(prompt=long_prompt)], settings)
+    p = pairs[0]
+    assert len(p.prompt_ids) == 24  # keep-end, leaving room for one response token
+    assert len(p.chosen_ids) == 1 and len(p.rejected_ids) == 1
+    assert len(p.prompt_ids) + len(p.chosen_ids) == 25
+    full = PairTokenizer(tokenizer, TokenizeSettings(None, None))(example(prompt=long_prompt))
+    assert report.response_tokens_dropped == len(full.chosen_ids) - 1 + len(full.rejected_ids) - 1

@@ -46,9 +46,14 @@ def model_head(model) -> Head:
     inner = unwrap(model)
     head = inner.get_output_embeddings()
     config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
-    scale = getattr(config, "logit_scale", None) or 1.0
-    if getattr(config, "logits_scaling", None):
-        scale = 1.0 / config.logits_scaling
+    # Models that scale their logits: Cohere (logit_scale), Falcon-H1 (lm_head_multiplier) multiply; Granite
+    # divides by logits_scaling, HyperCLOVA X multiplies by it.
+    scale = getattr(config, "logit_scale", None)
+    if scale is None:
+        scale = getattr(config, "lm_head_multiplier", None)
+    if scale is None and getattr(config, "logits_scaling", None) is not None:
+        scale = config.logits_scaling if config.model_type == "hyperclovax" else 1.0 / config.logits_scaling
+    scale = 1.0 if scale is None else scale
     softcap = getattr(config, "final_logit_softcapping", None)
     return Head(head.weight, head.bias, float(scale), softcap)
 

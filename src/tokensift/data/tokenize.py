@@ -133,10 +133,13 @@ class PairTokenizer:
     def truncate(self, prompt_ids: list[int], chosen: list[int], rejected: list[int]):
         """Apply the truncation policies to one pair's ids, counting what is dropped in `self.report`."""
         s, r = self.settings, self.report
-        if s.max_prompt_length is not None and len(prompt_ids) > s.max_prompt_length:
+        prompt_limit = s.max_prompt_length
+        if s.max_length is not None:  # every response keeps at least one token
+            prompt_limit = min(prompt_limit if prompt_limit is not None else s.max_length - 1, s.max_length - 1)
+        if prompt_limit is not None and len(prompt_ids) > prompt_limit:
             r.prompts_truncated += 1
-            r.prompt_tokens_dropped += len(prompt_ids) - s.max_prompt_length
-            prompt_ids = prompt_ids[-s.max_prompt_length :]
+            r.prompt_tokens_dropped += len(prompt_ids) - prompt_limit
+            prompt_ids = prompt_ids[-prompt_limit:]
         out = []
         for ids in (chosen, rejected):
             if s.max_length is not None and len(prompt_ids) + len(ids) > s.max_length:
