@@ -116,6 +116,13 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from tokensift.demo import DemoConfig, run_demo
+
+    run_demo(config_from_args(DemoConfig, args))
+    return 0
+
+
 def not_yet(name: str):
     def run(args) -> int:
         raise UserError(f"`tokensift {name}` is not implemented yet")
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.pipeline import SePOConfig
+    from tokensift.demo import DemoConfig
     from tokensift.sepo.show import ShowConfig
 
     for name, func, cls, text in (
@@ -154,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("score", cmd_score, ScoreConfig, "Score every response token with the oracle's implicit reward beta*(log pi_oracle - log pi_ref)."),
         ("sepo", cmd_sepo, SePOConfig, "Run the SePO pipeline: reference SFT (optional) -> oracle -> scores -> policy."),
         ("show", cmd_show, ShowConfig, "Write an HTML page colouring every token by its score, key tokens outlined."),
+        ("demo", cmd_demo, DemoConfig, "SePO end to end on the default model: VADER-ranked samples, oracle, scores, policy."),
     ):
         p = sub.add_parser(name, help=text, description=text)
         add_config_options(p, cls)
@@ -162,7 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("tso", "TSO: model matrix, judges, pair correction, mini-batch iterative DPO."),
         ("eval", "Evaluate a model: preference accuracy, judged win rate, KL."),
-        ("demo", "Run the embedded demo on the default model."),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)
