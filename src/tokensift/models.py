@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from tokensift.errors import UserError
+from tokensift.fsutil import replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +112,8 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"{gguf_path}\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        tmp.chmod(0o755)
+        replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target

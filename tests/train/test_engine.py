@@ -1,6 +1,5 @@
 """The training engine: accumulation invariance, reference cache reuse, kill-and-resume, NaN handling."""
 
-import json
 import os
 import signal
 import subprocess

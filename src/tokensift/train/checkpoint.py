@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tokensift.fsutil import remove_dir, replace_dir
+
 NAME = re.compile(r"^checkpoint-(\d{8})$")
 
 
@@ -80,13 +82,11 @@ def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: d
         torch.save(rng_state(), tmp / "rng.pt")
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2))
         _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_dir(old)
     return final
 
 
@@ -107,5 +107,6 @@ def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
 
 
 def clean_temporaries(output_dir) -> None:
-    for tmp in Path(output_dir).glob(".tmp-checkpoint-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in Path(output_dir).glob(".tmp-*"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import platform
 import shutil
 import sys
@@ -12,6 +10,7 @@ import uuid
 from pathlib import Path
 
 from tokensift.errors import UserError
+from tokensift.fsutil import replace_dir, write_json_atomic
 
 MIN_FREE_BYTES = 256 << 20
 
@@ -51,12 +50,6 @@ def versions() -> dict:
             "accelerate": accelerate.__version__, "python": sys.version.split()[0], "platform": platform.platform()}
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_metrics: dict, eval_metrics,
                seconds: float) -> None:
     """save_pretrained (safetensors) + tokenizer + run_card.json, written to a temp folder and renamed.
@@ -86,8 +79,6 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
             "versions": versions(),
         }
         write_json_atomic(tmp / "run_card.json", card)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
