@@ -1,0 +1,109 @@
+"""Shared pieces of the benchmark scripts: real pairs, memory sampling, timing, child processes.
+
+Benchmarks are scripts, never tests: they print ratios measured side by side in one run (each contender in
+its own child process so its peak memory is its own), on the same model, pairs, batch and max length.
+The machine is shared and noisy: every figure is a median over several steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakMemory:
+    """Peak memory while a block runs: CUDA max allocated, or resident set size sampled every 5 ms on CPU."""
+
+    def __init__(self):
+        self.peak = 0.0
+        self.base = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self):
+        if device().type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated() / 2**20
+        else:
+            self.base = self.peak = rss_mb()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        if device().type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, rss_mb())
+        return False
+
+
+def sync():
+    if device().type == "cuda":
+        torch.cuda.synchronize()
+
+
+def median(values) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def preference_examples(n: int, source: str | None = None):
+    """Real preference pairs: the HH-RLHF file when ../shared/data exists, else the demo's kind of pairs."""
+    from tokensift.data.load import load_preferences
+
+    path = Path(source) if source else SHARED / "hh-rlhf-harmless-test.dev.jsonl.gz"
+    if not path.exists():
+        sys.exit(f"benchmark data {path} not found; pass --data FILE (any preference file)")
+    return load_preferences(str(path), limit=n).examples
+
+
+def run_child(script: Path, args: list[str], timeout: int = 3600) -> dict:
+    """Run `script --child ...` in a fresh interpreter; it prints one JSON line starting with RESULT."""
+    env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise RuntimeError(f"child {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def emit(result: dict) -> None:
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def machine() -> str:
+    if device().type == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
