@@ -1,0 +1,168 @@
+"""DPO training throughput and peak memory: tokensift against TRL's DPOTrainer, side by side in one run.
+
+    python benchmarks/dpo_vs_trl.py                          # default model, fp32 on CPU
+    python benchmarks/dpo_vs_trl.py --steps 6 --batch-size 8 --max-length 256 --dtype bfloat16   # on a GPU
+
+Same model, same pairs (the first steps x batch pairs of the HH-RLHF file), same batch (pairs per step), same
+max length, one epoch over exactly those pairs, each contender in its own process:
+- tokensift (as shipped): reference log-probs from the cache (the one-off caching pass is timed separately);
+- trl (as shipped): DPOConfig defaults (live reference model, gradient checkpointing on), fp32 as asked;
+- trl, no checkpointing: the same with gradient_checkpointing=False, for a like-for-like engine comparison;
+- trl, precomputed reference: precompute_ref_log_probs=True (both caching).
+Throughput is pairs/s converted to tokens/s with one token count of the same pairs for every contender, so the
+ratios are exact ratios of time per pair. Targets (issue 6): >= 1.5x TRL as shipped, >= 1.2x with both caching,
+peak memory <= 0.8x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PeakMemory, emit, machine, median, preference_examples, run_child  # noqa: E402
+
+CONTENDERS = ("tokensift", "trl_shipped", "trl_no_ckpt", "trl_precompute")
+
+
+def pair_tokens(args) -> tuple[list, int]:
+    from tokensift.data.tokenize import TokenizeSettings, tokenize_examples
+    from tokensift.models import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model)
+    examples = preference_examples(args.steps * args.batch_size, args.data)
+    pairs, _ = tokenize_examples(tokenizer, examples, TokenizeSettings(args.max_length, args.max_length // 2))
+    return examples, sum(p.num_tokens for p in pairs)
+
+
+def run_tokensift(args, examples) -> dict:
+    import json
+
+    from tokensift.train.config import TrainConfig
+    from tokensift.train.loop import Trainer
+
+    path = Path(args.out) / "pairs.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n"
+                            for e in examples))
+    out = Path(args.out) / "tokensift"
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    config = TrainConfig(data=str(path), model=args.model, output_dir=str(out), loss="dpo", beta=0.1,
+                         batch_size=args.batch_size, epochs=1.0, dtype=args.dtype, learning_rate=1e-6,
+                         max_length=args.max_length, max_prompt_length=args.max_length // 2, progress=False,
+                         save_every=0, ref_cache_dir=str(Path(args.out) / "refcache-fresh"))
+    shutil.rmtree(config.ref_cache_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        trainer = Trainer(config)  # loads the model and fills the reference cache
+        cache_s = time.perf_counter() - t0
+        times = []
+        for step in range(trainer.schedule.total_steps):
+            t = time.perf_counter()
+            trainer.train_step(step)
+            times.append(time.perf_counter() - t)
+    return {"step_s": median(times[1:]), "steps": len(times), "cache_s": cache_s, "peak_mb": mem.peak}
+
+
+def run_trl(args, examples, variant: str) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from tokensift.models import load_tokenizer, resolve_model
+
+    source = resolve_model(args.model)
+    tokenizer = load_tokenizer(args.model)
+    rows = {"prompt": [e.prompt for e in examples], "chosen": [[{"role": "assistant", "content": e.chosen}] for e in examples],
+            "rejected": [[{"role": "assistant", "content": e.rejected}] for e in examples]}
+    dataset = Dataset.from_dict(rows)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    extra = {}
+    if variant == "trl_no_ckpt":
+        extra["gradient_checkpointing"] = False
+    if variant == "trl_precompute":
+        extra["precompute_ref_log_probs"] = True
+    config = DPOConfig(output_dir=str(Path(args.out) / variant), per_device_train_batch_size=args.batch_size,
+                       num_train_epochs=1, learning_rate=1e-6, beta=0.1, max_length=args.max_length,
+                       bf16=args.dtype == "bfloat16", fp16=False, report_to=[], logging_steps=1000, save_strategy="no",
+                       use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, seed=0, **extra)
+
+    class StepTimes(TrainerCallback):
+        def __init__(self):
+            self.times, self.t = [], None
+
+        def on_step_begin(self, *a, **k):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.t = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.times.append(time.perf_counter() - self.t)
+
+    timer = StepTimes()
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                             callbacks=[timer])
+        setup_s = time.perf_counter() - t0
+        trainer.train()
+    return {"step_s": median(timer.times[1:]), "steps": len(timer.times), "cache_s": setup_s, "peak_mb": mem.peak}
+
+
+def child(args) -> None:
+    examples, tokens = pair_tokens(args)
+    if args.contender == "tokensift":
+        result = run_tokensift(args, examples)
+    else:
+        result = run_trl(args, examples, args.contender)
+    result.update(contender=args.contender, tokens_per_step=tokens / args.steps,
+                  tokens_per_s=tokens / args.steps / result["step_s"])
+    emit(result)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--contender", choices=CONTENDERS)
+    parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="Run only these contenders.")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--out", default="/tmp/tokensift-bench-trl")
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+    common = ["--model", args.model, "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--max-length",
+              str(args.max_length), "--steps", str(args.steps), "--out", args.out]
+    if args.data:
+        common += ["--data", args.data]
+    results = {c: run_child(Path(__file__), ["--contender", c, *common]) for c in (args.only or CONTENDERS)}
+    print(f"# DPO training: tokensift vs TRL {__import__('trl').__version__} DPOTrainer, {args.model} {args.dtype}, "
+          f"batch {args.batch_size} pairs, max_length {args.max_length}, {args.steps} steps (median of steps 2..); "
+          f"{machine()}")
+    print(f"{'contender':16s}{'step s':>9s}{'tokens/s':>10s}{'peak MB':>10s}{'setup s':>10s}")
+    for name, r in results.items():
+        print(f"{name:16s}{r['step_s']:9.2f}{r['tokens_per_s']:10.0f}{r['peak_mb']:10.0f}{r['cache_s']:10.1f}")
+    if "tokensift" in results:
+        ours = results["tokensift"]
+        for name, target in (("trl_shipped", 1.5), ("trl_no_ckpt", None), ("trl_precompute", 1.2)):
+            if name in results:
+                r = results[name]
+                goal = f" (target >= {target})" if target else ""
+                print(f"tokensift/{name}: throughput {ours['tokens_per_s'] / r['tokens_per_s']:.2f}x{goal}, "
+                      f"peak memory {ours['peak_mb'] / r['peak_mb']:.2f}x (target <= 0.8)")
+
+
+if __name__ == "__main__":
+    main()
