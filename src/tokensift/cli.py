@@ -168,9 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_options(p, cls)
         p.set_defaults(func=func)
 
+    from tokensift.eval.cli import add_eval_parser
+
+    add_eval_parser(sub)
     for name, text in (
         ("tso", "TSO: model matrix, judges, pair correction, mini-batch iterative DPO."),
-        ("eval", "Evaluate a model: preference accuracy, judged win rate, KL."),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -27,6 +27,7 @@ from tokensift.data.collate import collate_pairs
 from tokensift.data.io import source_fingerprint
 from tokensift.data.load import LoadResult, iter_preferences
 from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
+from tokensift.distributed import partial_state
 from tokensift.errors import UserError
 from tokensift.logprobs import token_logps
 from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
@@ -90,9 +91,7 @@ def check_store(store: ShardStore, meta: dict, overwrite: bool) -> None:
 
 
 def score_tokens(config: ScoreConfig) -> ScoreResult:
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = partial_state()
     rank, world = state.process_index, state.num_processes
     started = time.perf_counter()
     tokenizer = load_tokenizer(config.oracle, config.trust_remote_code)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
+from tokensift.distributed import on_cpu
 from tokensift.errors import UserError
 from tokensift.logprobs import LabelLogps
 from tokensift.models import LoraSettings, load_model, load_tokenizer, model_fingerprint, tokenizer_fingerprint
@@ -77,7 +78,7 @@ def make_accelerator(config: TrainConfig):
 
     trackers = [t.strip() for t in config.trackers.split(",") if t.strip()]
     return Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
-                       project_dir=config.output_dir)
+                       project_dir=config.output_dir, cpu=on_cpu())
 
 
 def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model) -> dict:
@@ -92,13 +93,19 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
                 "max_length": config.max_length, "max_prompt_length": config.max_prompt_length,
                 "dtype": config.dtype}
         cache = ReferenceLogpCache(meta, config.ref_cache_dir, accelerator.process_index, accelerator.num_processes)
-        if cache.missing(part.pairs):
+        # Every process must see the same "missing" set: agree on it before anyone writes a shard.
+        if accelerator.is_main_process:
+            cache.store.clean_temporaries()  # left by a killed run; nobody is writing yet
+        accelerator.wait_for_everyone()
+        missing = cache.missing(part.pairs)
+        accelerator.wait_for_everyone()
+        if missing:
             model = policy_model if config.reference in (None, config.model) else None
             if model is None:
                 model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                                    device=accelerator.device)
             model.eval()
-            cache.fill(model, part.pairs, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device)
+            cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device)
             accelerator.wait_for_everyone()
         sums.update(cache.sums(part.pairs))
     return sums
@@ -109,7 +116,7 @@ class Trainer:
         self.config = config
         self.accelerator = make_accelerator(config)
         self.output_dir = Path(config.output_dir)
-        check_output_dir(self.output_dir, self.accelerator.is_main_process)
+        check_output_dir(self.output_dir)
         torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.model, config.trust_remote_code)
         self.data = data or prepare_data(config, self.tokenizer)
@@ -134,9 +141,10 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                       weight_decay=config.weight_decay)
-        scheduler = make_scheduler(optimizer, config, self.schedule.total_steps)
-        self.wrapper, self.optimizer, self.scheduler = self.accelerator.prepare(LabelLogps(self.model), optimizer,
-                                                                                scheduler)
+        self.wrapper, self.optimizer = self.accelerator.prepare(LabelLogps(self.model), optimizer)
+        # Not handed to accelerate: its scheduler wrapper steps once per process, which would make the schedule
+        # depend on the number of processes. Ours is defined in global optimizer steps.
+        self.scheduler = make_scheduler(self.optimizer.optimizer, config, self.schedule.total_steps)
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", self.accelerator.is_main_process)
 
     # ------------------------------------------------------------------------------------------------ batches

@@ -71,9 +71,8 @@ class ReferenceLogpCache:
         return [p for p in pairs if p.row not in done]
 
     def fill(self, model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, shard_pairs: int = 512):
-        """Compute the pairs not cached yet (this process's share of them) and write them shard by shard."""
-        self.store.clean_temporaries()
-        todo = [p for i, p in enumerate(self.missing(pairs)) if i % self.world == self.rank]
+        """Compute this process's share (by row) of `pairs`, the missing ones, and write them shard by shard."""
+        todo = [p for p in pairs if p.row % self.world == self.rank]
         if not todo:
             return 0
         if self.rank == 0:

@@ -1,0 +1,78 @@
+"""`tokensift tso ACTION`: the TSO stage's command line (hooked into tokensift/cli.py by `add_tso_parser`).
+
+    tokensift tso run      --config configs/tso-quickstart.yaml   # everything: matrix, rounds, evaluation
+    tokensift tso generate --config ...                           # only the fixed cells of the model matrix
+    tokensift tso review   --config ... [--review-file FILE.csv]  # flagged pairs for people to decide
+
+All three read the same config (TSOConfig; defaults < --config file < --options < key=value overrides), so
+they always agree on the run folder, the prompts and the generators. `run` exits with status 3 when it stops
+for human review (unresolved=stop); rerunning it continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+ACTION_DEST = "tso_action"
+SKIP = ("config", "overrides", "command", "func", "verbose", ACTION_DEST)
+REVIEW_EXIT = 3
+
+
+def cmd_run(args) -> int:
+    from tokensift.cli import config_from_args
+    from tokensift.tso.config import TSOConfig
+    from tokensift.tso.loop import ReviewNeeded, run_tso
+
+    config = config_from_args(TSOConfig, args, skip=SKIP)
+    try:
+        run_tso(config)
+    except ReviewNeeded as stop:
+        print(f"[tso] stopped for review: {stop}", file=sys.stderr)
+        return REVIEW_EXIT
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from tokensift.cli import config_from_args
+    from tokensift.tso.config import TSOConfig
+    from tokensift.tso.loop import TSORun
+
+    config = config_from_args(TSOConfig, args, skip=SKIP)
+    run = TSORun(config)
+    print(run.describe())
+    cells = run.fixed_cells()
+    print(f"[tso] matrix: {len(cells)} fixed cells for {len(run.prompts.train_ids)} training prompts in "
+          f"{run.out / 'matrix'} (the policy column is generated per round by `tokensift tso run`)")
+    return 0
+
+
+def cmd_review(args) -> int:
+    from tokensift.cli import config_from_args
+    from tokensift.tso.config import ReviewConfig
+    from tokensift.tso.loop import export_review
+
+    config = config_from_args(ReviewConfig, args, skip=SKIP)
+    path, count = export_review(config, config.review_file, config.include_decided)
+    print(f"[tso] {count} flagged pairs written to {path}; fill in 'decision' (keep, flip or drop), then rerun "
+          f"with decisions={path}")
+    return 0
+
+
+def add_tso_parser(subparsers) -> argparse.ArgumentParser:
+    """Register `tso` and its actions on the top-level subparsers; returns the `tso` parser."""
+    from tokensift.cli import add_config_options
+    from tokensift.tso.config import ReviewConfig, TSOConfig
+
+    text = "TSO: model matrix, judged and human-corrected pairs, mini-batch iterative dual-clip DPO."
+    tso = subparsers.add_parser("tso", help=text, description=text)
+    actions = tso.add_subparsers(dest=ACTION_DEST, required=True, metavar="ACTION")
+    for name, func, cls, help_text in (
+        ("run", cmd_run, TSOConfig, "Run everything: matrix, K rounds (generate, judge, correct, train), evaluation."),
+        ("generate", cmd_generate, TSOConfig, "Generate the fixed cells of the model matrix (resumable)."),
+        ("review", cmd_review, ReviewConfig, "Export flagged pairs for human decisions (the decisions-file format)."),
+    ):
+        parser = actions.add_parser(name, help=help_text, description=help_text)
+        add_config_options(parser, cls)
+        parser.set_defaults(func=func)
+    return tso

@@ -1,0 +1,308 @@
+"""Mini-batch iterative DPO (spec §3.7): one round per prompt chunk, the reference refreshed every round.
+
+    policy_0 = config.model
+    for k in 1..K:                                  # folder round-XX/
+        reference = policy_{k-1}                    # frozen: the Trainer caches its log-probs before step 1
+        candidates = fixed cells + policy_{k-1}'s fresh answers + human responses   (candidates.jsonl)
+        pairs = prior ordering -> judge -> flags                                    (judged.jsonl, review.jsonl)
+        pairs = human decisions, then the unresolved policy                         (pairs.jsonl, decisions-applied.jsonl)
+        policy_k = dual-clip DPO (loss=tso) from policy_{k-1} on the pairs           (train/, train/final)
+        report                                                                      (report.json, round.json)
+
+Resume: a round with round.json is finished and skipped. Inside a round each sub-step's output file is
+written atomically and last, so its existence means "done": a rerun skips it and continues with the next
+(generation at its first missing block, training from its last checkpoint with resume=true). The run's
+settings are saved in tso-config.json and a rerun with different settings is refused, except the human
+review keys (decisions, unresolved) and progress, which may change between reruns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import Counter
+from pathlib import Path
+
+from tokensift.errors import UserError
+from tokensift.train.outputs import check_output_dir
+from tokensift.tso.config import TSOConfig, prior_ranks
+from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
+from tokensift.tso.files import read_json, read_jsonl, write_json, write_jsonl, write_table
+from tokensift.tso.matrix import (CellStore, assemble_candidates, candidate_rows, candidates_from_rows,
+                                  fill_column, fill_fixed_matrix, read_offline_cells)
+from tokensift.tso.pairs import (REVIEW_COLUMNS, Pair, build_pairs, correct_pairs, is_flagged, judge_pairs,
+                                 read_decisions, review_rows)
+from tokensift.tso.prompts import prepare_prompts
+
+log = logging.getLogger(__name__)
+REVIEW_KEYS = ("decisions", "unresolved", "progress")  # may change between reruns of one run
+TRAIN_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
+                 "clip/chosen_fraction", "clip/rejected_fraction")
+
+
+class ReviewNeeded(UserError):
+    """unresolved=stop and some flagged pairs have no human decision: the run stops so people can decide."""
+
+
+def open_judge(config: TSOConfig):
+    from tokensift.tso.judges import build_judge
+
+    spec = dict(config.judge)
+    if not spec:
+        raise UserError("judge: no judge configured; e.g. judge: {type: callable, function: "
+                        "tokensift.tso.judges:vader_sentiment} (see docs/tso.md)")
+    if "cache" not in spec:
+        spec["cache"] = str(Path(config.output_dir) / "judge-cache.sqlite")
+    elif not spec["cache"]:
+        spec.pop("cache")
+    return build_judge(spec)
+
+
+def check_run_config(config: TSOConfig, save: bool = True) -> None:
+    """Refuse to continue a run folder with other settings: its finished rounds were made with the old ones."""
+    path = Path(config.output_dir) / "tso-config.json"
+    names = [f.name for f in dataclasses.fields(TSOConfig) if f.name not in REVIEW_KEYS]
+    current = {name: getattr(config, name) for name in names}
+    if path.exists():
+        saved = read_json(path)
+        changed = [name for name in names if saved.get(name) != current[name]]
+        if changed:
+            raise UserError(f"{config.output_dir} holds a TSO run made with other settings ({', '.join(changed)} "
+                            "changed); restore them or choose another output_dir")
+    elif save:
+        write_json(path, current)
+
+
+class TSORun:
+    """Everything a run shares across rounds: settings, prompts, generators, prior ranks, judge, fixed cells."""
+
+    def __init__(self, config: TSOConfig, judge=None):
+        self.config = config
+        self.out = Path(config.output_dir)
+        check_output_dir(self.out)
+        check_run_config(config)
+        self.specs = config.generator_specs()
+        self.prompts = prepare_prompts(config)
+        self.ranks = prior_ranks(self.specs, with_human=bool(config.human_column))
+        self.policy_spec = next((s for s in self.specs if s.kind == "policy"), None)
+        self._judge = judge
+
+    @property
+    def judge(self):
+        if self._judge is None:
+            self._judge = open_judge(self.config)
+        return self._judge
+
+    def describe(self) -> str:
+        ladder = sorted(self.ranks.items(), key=lambda item: -item[1])
+        sizes = "/".join(str(len(c)) for c in self.prompts.chunks)
+        return (f"[tso] {len(self.prompts.train_ids)} training prompts in {len(self.prompts.chunks)} rounds "
+                f"({sizes}), {len(self.prompts.eval)} held out"
+                + (f", {self.prompts.duplicates} duplicate prompts merged" if self.prompts.duplicates else "")
+                + "\n[tso] prior ladder (rank, higher is better): " + ", ".join(f"{n} {r}" for n, r in ladder))
+
+    def fixed_cells(self) -> dict:
+        train = [self.prompts.records[i] for i in self.prompts.train_ids]
+        fill_fixed_matrix(self.config, self.specs, train)
+        cells = CellStore(self.out / "matrix").cells()
+        if self.config.matrix_file:
+            cells.update(read_offline_cells(self.config.matrix_file, train, self.specs))
+        return cells
+
+    def policy_after(self, round_index: int) -> str:
+        """The policy a round starts from: the model, or the previous round's output."""
+        if round_index == 1:
+            return self.config.model
+        return read_json(self.out / f"round-{round_index - 1:02d}" / "round.json")["policy_out"]
+
+
+def round_candidates(run: TSORun, k: int, folder: Path, policy: str, fixed: dict) -> list[dict]:
+    path = folder / "candidates.jsonl"
+    if path.exists():
+        return read_jsonl(path)
+    chunk = run.prompts.chunks[k - 1]
+    cells = dict(fixed)
+    if run.policy_spec is not None:
+        store = CellStore(folder / "policy-cells")
+        store.check_settings([run.policy_spec], {run.policy_spec.name: policy})
+        # A new seed every round: the policy's column is fresh samples, not a replay of last round's draws.
+        made = fill_column(store, run.policy_spec, policy, [run.prompts.records[i] for i in chunk], run.config,
+                           seed=run.policy_spec.seed + 7919 * k)
+        if made:
+            print(f"[tso] round {k}: policy column ({policy}) answered {made} prompts")
+        cells.update(store.cells())
+    candidates, _ = assemble_candidates(chunk, run.prompts.records, run.specs, run.ranks, cells)
+    rows = candidate_rows(candidates)
+    write_jsonl(path, rows)
+    return rows
+
+
+def round_judgements(run: TSORun, folder: Path, candidates: list[dict]) -> tuple[list[Pair], dict]:
+    path = folder / "judged.jsonl"
+    if path.exists():
+        return [Pair.from_row(r) for r in read_jsonl(path)], read_json(folder / "pairing.json")
+    pairs, counts = build_pairs(candidates_from_rows(candidates), run.config.pairing, run.config.min_rank_gap)
+    judge_pairs(pairs, run.prompts.records, run.judge)
+    write_json(folder / "pairing.json", dict(counts))
+    write_jsonl(path, [p.to_row() for p in pairs])
+    return pairs, dict(counts)
+
+
+def round_corrections(run: TSORun, k: int, folder: Path, pairs: list[Pair]) -> dict:
+    path = folder / "pairs.jsonl"
+    if path.exists():
+        return read_json(folder / "corrections.json")
+    config = run.config
+    decisions = read_decisions(config.decisions)
+    flagged = [p for p in pairs if is_flagged(p, config.flag_threshold)]
+    write_table(folder / "review.jsonl", review_rows(flagged, run.prompts.records, k, decisions), REVIEW_COLUMNS)
+    result = correct_pairs(pairs, run.prompts.records, config.flag_threshold, decisions, config.unresolved)
+    if result.unresolved:
+        raise ReviewNeeded(
+            f"round {k}: {len(result.unresolved)} flagged pairs need a human decision (unresolved=stop). Write "
+            f"them out with `tokensift tso review --config ...` (or edit {folder / 'review.jsonl'}), fill in "
+            "'decision' (keep, flip or drop), pass the file as decisions=FILE and rerun: the run continues here.")
+    summary_ = {"counts": dict(result.counts), "decisions_file": config.decisions, "unresolved_policy": config.unresolved,
+                "flag_threshold": config.flag_threshold}
+    write_jsonl(folder / "decisions-applied.jsonl", result.applied)
+    write_json(folder / "corrections.json", summary_)
+    write_jsonl(path, result.train_rows)
+    return summary_
+
+
+def round_training(run: TSORun, k: int, folder: Path, policy: str, trained_pairs: int) -> tuple[str, dict, int]:
+    """Dual-clip DPO from the round's policy, referenced to itself. Returns (policy_out, metrics, steps)."""
+    from tokensift.train import checkpoint
+    from tokensift.train.loop import Trainer
+
+    if trained_pairs == 0:
+        print(f"[tso] round {k}: no pairs left to train on; the policy is unchanged")
+        return policy, {}, 0
+    out = folder / "train"
+    card = out / "final" / "run_card.json"
+    if not card.exists():
+        config = run.config.train_config(str(folder / "pairs.jsonl"), policy, str(out), k)
+        config.resume = checkpoint.latest_checkpoint(out) is not None
+        Trainer(config).run()
+    recorded = read_json(card)
+    return str(out / "final"), recorded.get("final_train_metrics") or {}, recorded.get("steps", 0)
+
+
+def run_round(run: TSORun, k: int, fixed: dict) -> dict:
+    folder = run.out / f"round-{k:02d}"
+    done = folder / "round.json"
+    if done.exists():
+        report = read_json(done)
+        print(f"[tso] round {k}: finished earlier, skipped")
+        print(format_round(report))
+        return report
+    folder.mkdir(parents=True, exist_ok=True)
+    policy = run.policy_after(k)
+    candidates = round_candidates(run, k, folder, policy, fixed)
+    pairs, pairing = round_judgements(run, folder, candidates)
+    corrections = round_corrections(run, k, folder, pairs)
+    policy_out, metrics, steps = round_training(run, k, folder, policy, corrections["counts"].get("trained", 0))
+    present = Counter(c["generator"] for c in candidates)
+    chunk = len(run.prompts.chunks[k - 1])
+    report = {
+        "round": k, "rounds": run.config.rounds, "prompts": chunk, "policy_in": policy, "policy_out": policy_out,
+        "candidates": {"total": len(candidates), "per_generator": dict(present),
+                       "missing_or_empty": {g: chunk - present[g] for g in run.ranks if chunk - present[g]}},
+        "pairing": pairing, "corrections": corrections["counts"],
+        "train": {"steps": steps, **{m: metrics[m] for m in TRAIN_METRICS if m in metrics}},
+    }
+    write_json(folder / "report.json", report)
+    write_json(done, report)
+    print(format_round(report))
+    return report
+
+
+def format_round(report: dict) -> str:
+    c, p, cand = report["corrections"], report["pairing"], report["candidates"]
+    pairs = c.get("pairs", 0)
+    agree = c.get("judge_agrees", 0)
+    lines = [
+        f"[tso] round {report['round']}/{report['rounds']}: {report['prompts']} prompts, {cand['total']} candidates "
+        f"({', '.join(f'{g} {n}' for g, n in cand['per_generator'].items())})"
+        + (f"; missing/empty: {cand['missing_or_empty']}" if cand["missing_or_empty"] else ""),
+        f"  pairs: {pairs} built ({p.get('identical_skipped', 0)} identical skipped, "
+        f"{p.get('prompts_without_pair', 0)} prompts without a pair); judge agrees with the prior on {agree}/{pairs}"
+        f" ({agree / max(pairs, 1):.0%}), disagrees on {c.get('judge_disagrees', 0)}",
+        f"  flagged {c.get('flagged', 0)}; human keep/flip/drop {c.get('human_keep', 0)}/{c.get('human_flip', 0)}/"
+        f"{c.get('human_drop', 0)}; unresolved -> flip/drop/keep {c.get('unresolved_policy_flip', 0)}/"
+        f"{c.get('unresolved_policy_drop', 0)}/{c.get('unresolved_policy_keep', 0)}; totals: kept {c.get('kept', 0)}, "
+        f"flipped {c.get('flipped', 0)}, dropped {c.get('dropped', 0)}; trained on {c.get('trained', 0)} pairs",
+    ]
+    t = report["train"]
+    if t.get("steps"):
+        lines.append(
+            f"  train ({t['steps']} steps, last step): loss {t.get('loss', float('nan')):.4f}, rewards/chosen "
+            f"{t.get('rewards/chosen', float('nan')):+.4f}, rewards/rejected {t.get('rewards/rejected', float('nan')):+.4f}, "
+            f"margin {t.get('rewards/margin', float('nan')):+.4f}, accuracy {t.get('rewards/accuracy', float('nan')):.2f}, "
+            f"clip/chosen_fraction {t.get('clip/chosen_fraction', float('nan')):.2f}, "
+            f"clip/rejected_fraction {t.get('clip/rejected_fraction', float('nan')):.2f}")
+    return "\n".join(lines)
+
+
+def eval_sampling(run: TSORun) -> dict:
+    spec = run.policy_spec
+    c = run.config
+    if spec is None:
+        return {"temperature": c.temperature, "top_p": c.top_p, "max_new_tokens": c.max_new_tokens}
+    return {"temperature": spec.temperature, "top_p": spec.top_p, "max_new_tokens": spec.max_new_tokens}
+
+
+def run_tso(config: TSOConfig, judge=None) -> dict:
+    """The whole pipeline; returns (and saves as report.json) the per-round reports and the evaluation."""
+    run = TSORun(config, judge)
+    print(run.describe())
+    fixed = run.fixed_cells()
+    held = [run.prompts.records[i] for i in run.prompts.eval]
+    before = None
+    if held:
+        before = evaluate_model(run.out / "eval" / "before.json", config.model, held, run.judge, config,
+                                eval_sampling(run))
+        print(f"[tso] before training: {describe(summary(before, None, None))}")
+    reports = [run_round(run, k, fixed) for k in range(1, config.rounds + 1)]
+    final = reports[-1]["policy_out"]
+    result = {"final_model": final, "rounds": reports}
+    if held:
+        after = evaluate_model(run.out / "eval" / "after.json", final, held, run.judge, config, eval_sampling(run))
+        result["eval"] = summary(before, after, win_rate(before, after, held, run.judge))
+        print(f"[tso] evaluation: {describe(result['eval'])}")
+    decided = read_decisions(config.decisions)
+    if decided:
+        known = {r["pair_id"] for k in range(1, config.rounds + 1)
+                 for r in read_jsonl(run.out / f"round-{k:02d}" / "judged.jsonl")}
+        result["decisions_unmatched"] = sorted(set(decided) - known)
+        if result["decisions_unmatched"]:
+            print(f"[tso] warning: {len(result['decisions_unmatched'])} of {len(decided)} decisions in "
+                  f"{config.decisions} match no pair of this run (first: {result['decisions_unmatched'][0]})")
+    write_json(run.out / "report.json", result)
+    print(f"[tso] final model: {final}; report: {run.out / 'report.json'}")
+    return result
+
+
+def export_review(config, output: str | None, include_decided: bool) -> tuple[Path, int]:
+    """`tokensift tso review`: every flagged pair of the run's judged rounds, in the decisions-file format."""
+    run_dir = Path(config.output_dir)
+    if not (run_dir / "tso-config.json").exists():
+        raise UserError(f"{run_dir} holds no TSO run yet; start one with `tokensift tso run` first")
+    check_run_config(config, save=False)
+    records = prepare_prompts(config).records
+    decisions = read_decisions(config.decisions)
+    target = Path(output) if output else run_dir / "review.jsonl"
+    if config.decisions and target.resolve() == Path(config.decisions).resolve():
+        include_decided = True  # rewriting the decisions file itself: keep every decision already in it
+    rows = []
+    for k in range(1, config.rounds + 1):
+        path = run_dir / f"round-{k:02d}" / "judged.jsonl"
+        if not path.exists():
+            continue
+        flagged = [p for p in map(Pair.from_row, read_jsonl(path)) if is_flagged(p, config.flag_threshold)]
+        if not include_decided:
+            flagged = [p for p in flagged if p.pair_id not in decisions]
+        rows += review_rows(flagged, records, k, decisions)
+    write_table(target, rows, REVIEW_COLUMNS)
+    return target, len(rows)
+

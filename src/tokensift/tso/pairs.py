@@ -1,0 +1,211 @@
+"""Preference pairs from the matrix's prior ordering, judged and corrected (spec §3.4-3.5).
+
+1. Pairs: the prior says a higher-ranked candidate (human > larger > smaller, later > earlier stage) beats a
+   lower-ranked one. `rank_gap` pairs every two candidates of a prompt whose ranks differ by at least g;
+   `best_vs_worst` gives one pair per prompt, top against bottom.
+2. AI feedback: the judge gives p = P(prior's chosen is better). A pair is *flagged* as a "model preference
+   error" when the judge confidently disagrees: p <= 1 - flag_threshold.
+3. Human feedback: a decisions file maps pair ids to keep (the prior is right), flip (the other response is
+   better) or drop (tie, or both bad). A human decision applies to any pair, flagged or not.
+4. Flagged pairs nobody decided follow the `unresolved` policy: flip, drop, keep, or stop the run for review.
+Every outcome is counted; nothing leaves the data unaccounted for.
+
+Pair ids are the first 16 hex digits of sha256 over (prompt id, prior-chosen generator and text,
+prior-rejected generator and text): stable across runs, machines and resumes, and different whenever either
+text differs (the policy's column is new every round, so its pairs get new ids).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from pathlib import Path
+
+from tokensift.data.io import iter_raw_rows
+from tokensift.errors import DataError, UserError
+from tokensift.tso.judges import format_conversation
+from tokensift.tso.matrix import Candidate
+
+DECISIONS = ("keep", "flip", "drop")
+# Every count a correction reports, present (as 0) even when nothing happened, so reports compare cleanly.
+OUTCOME_COUNTS = ("pairs", "judge_agrees", "judge_disagrees", "flagged", "kept", "flipped", "dropped",
+                  "human_keep", "human_flip", "human_drop", "unresolved_policy_keep", "unresolved_policy_flip",
+                  "unresolved_policy_drop", "trained", "unresolved_waiting")
+REVIEW_COLUMNS = ["pair_id", "decision", "round", "prompt_id", "prompt", "chosen_generator", "chosen_rank",
+                  "chosen_text", "rejected_generator", "rejected_rank", "rejected_text", "judge_p_chosen"]
+
+
+@dataclass
+class Pair:
+    """A pair in the prior's orientation: `chosen` is the candidate the prior ranks higher."""
+
+    pair_id: str
+    prompt_id: str
+    chosen: Candidate
+    rejected: Candidate
+    judge_p: float | None = None  # the judge's P(chosen is better)
+    judge_detail: dict = field(default_factory=dict)
+
+    def to_row(self) -> dict:
+        return {"pair_id": self.pair_id, "prompt_id": self.prompt_id, "chosen": asdict(self.chosen),
+                "rejected": asdict(self.rejected), "judge_p_chosen": self.judge_p, "judge_detail": self.judge_detail}
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Pair":
+        return cls(row["pair_id"], row["prompt_id"], Candidate(**row["chosen"]), Candidate(**row["rejected"]),
+                   row["judge_p_chosen"], row.get("judge_detail") or {})
+
+
+def make_pair_id(prompt_id: str, chosen: Candidate, rejected: Candidate) -> str:
+    payload = json.dumps([prompt_id, chosen.generator, chosen.text, rejected.generator, rejected.text],
+                         ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def build_pairs(candidates: list[Candidate], pairing: str, min_rank_gap: int) -> tuple[list[Pair], Counter]:
+    """Pairs from the prior ordering. Counts: prompts, pairs, identical_skipped, prompts_without_pair."""
+    by_prompt: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by_prompt.setdefault(c.prompt_id, []).append(c)
+    pairs, counts = [], Counter({"prompts": 0, "pairs": 0, "identical_skipped": 0, "prompts_without_pair": 0})
+    for prompt_id, group in by_prompt.items():
+        counts["prompts"] += 1
+        ordered = sorted(group, key=lambda c: -c.prior_rank)  # stable: generator order breaks ties
+        if pairing == "best_vs_worst":
+            options = [(ordered[0], ordered[-1])] if len(ordered) > 1 else []
+        else:
+            options = list(combinations(ordered, 2))
+        made = 0
+        for high, low in options:
+            if high.prior_rank - low.prior_rank < min_rank_gap:
+                continue
+            if high.text.strip() == low.text.strip():
+                counts["identical_skipped"] += 1  # an identical pair teaches nothing (and has no gradient)
+                continue
+            pairs.append(Pair(make_pair_id(prompt_id, high, low), prompt_id, high, low))
+            made += 1
+        if not made:
+            counts["prompts_without_pair"] += 1
+    counts["pairs"] = len(pairs)
+    return pairs, counts
+
+
+def judge_pairs(pairs: list[Pair], prompts: dict, judge) -> None:
+    """Fill `judge_p` of every pair with one batched call (the judge layer caches and debiases)."""
+    if not pairs:
+        return
+    verdicts = judge.compare_many([(prompts[p.prompt_id].messages, p.chosen.text, p.rejected.text) for p in pairs])
+    for pair, verdict in zip(pairs, verdicts):
+        pair.judge_p = float(verdict.p_first)
+        pair.judge_detail = verdict.detail
+
+
+def is_flagged(pair: Pair, flag_threshold: float) -> bool:
+    return pair.judge_p is not None and pair.judge_p <= 1.0 - flag_threshold
+
+
+@dataclass
+class Decision:
+    decision: str
+    row: int
+
+
+def read_decisions(path: str | Path | None) -> dict[str, Decision]:
+    """pair_id -> decision from a JSONL/JSON/CSV file. Rows with an empty decision are undecided (a review
+    sheet partly filled in); an unknown value, a missing pair id or two different decisions for one pair
+    are errors naming the file, row and field."""
+    if not path:
+        return {}
+    if not Path(path).exists():
+        raise UserError(f"decisions file {path} does not exist")
+    out: dict[str, Decision] = {}
+    for row, record in iter_raw_rows(str(path)):
+        if isinstance(record, DataError):
+            raise record
+        pair_id = record.get("pair_id")
+        if pair_id is None or str(pair_id).strip() == "":
+            raise DataError(str(path), row, "pair_id", "missing pair id (every row names the pair it decides)")
+        value = record.get("decision")
+        if value is None or str(value).strip() == "":
+            continue
+        decision = str(value).strip().lower()
+        if decision not in DECISIONS:
+            raise DataError(str(path), row, "decision", f"unknown decision {value!r}; use keep, flip or drop "
+                            "(or leave it empty for undecided)")
+        pair_id = str(pair_id).strip()
+        if pair_id in out and out[pair_id].decision != decision:
+            raise DataError(str(path), row, "decision", f"pair {pair_id} was decided '{out[pair_id].decision}' in "
+                            f"row {out[pair_id].row} and '{decision}' here")
+        out.setdefault(pair_id, Decision(decision, row))
+    return out
+
+
+@dataclass
+class Correction:
+    """The result of correcting one round's pairs."""
+
+    train_rows: list[dict]  # the pairs to train on, in their final orientation
+    applied: list[dict]  # one row per pair: what happened to it and who decided
+    counts: Counter
+    unresolved: list[Pair]  # flagged, undecided pairs when the policy is "stop"
+
+
+def correct_pairs(pairs: list[Pair], prompts: dict, flag_threshold: float, decisions: dict[str, Decision],
+                  unresolved: str) -> Correction:
+    counts, train_rows, applied, waiting = Counter({key: 0 for key in OUTCOME_COUNTS}), [], [], []
+    for pair in pairs:
+        flagged = is_flagged(pair, flag_threshold)
+        counts["pairs"] += 1
+        counts["flagged"] += flagged
+        if pair.judge_p is not None:
+            counts["judge_agrees"] += pair.judge_p > 0.5
+            counts["judge_disagrees"] += pair.judge_p < 0.5
+        if pair.pair_id in decisions:
+            action, by = decisions[pair.pair_id].decision, "human"
+        elif flagged:
+            action, by = unresolved, "unresolved_policy"
+        else:
+            action, by = "keep", "prior"
+        if action == "stop":
+            waiting.append(pair)
+            continue
+        counts[{"keep": "kept", "flip": "flipped", "drop": "dropped"}[action]] += 1
+        if by != "prior":
+            counts[f"{by}_{action}"] += 1
+        applied.append({"pair_id": pair.pair_id, "flagged": flagged, "judge_p_chosen": pair.judge_p,
+                        "action": action, "decided_by": by})
+        if action == "drop":
+            continue
+        high, low = (pair.rejected, pair.chosen) if action == "flip" else (pair.chosen, pair.rejected)
+        train_rows.append({
+            "pair_id": pair.pair_id, "prompt": prompts[pair.prompt_id].messages, "chosen": high.text,
+            "rejected": low.text, "chosen_generator": high.generator, "rejected_generator": low.generator,
+            "chosen_rank": high.prior_rank, "rejected_rank": low.prior_rank, "flipped": action == "flip",
+            "judge_p_chosen": None if pair.judge_p is None else (1 - pair.judge_p if action == "flip" else pair.judge_p),
+        })
+    counts["trained"] = len(train_rows)
+    counts["unresolved_waiting"] = len(waiting)
+    return Correction(train_rows, applied, counts, waiting)
+
+
+def prompt_text(messages: list[dict]) -> str:
+    return messages[0]["content"] if len(messages) == 1 else format_conversation(messages)
+
+
+def review_rows(pairs: list[Pair], prompts: dict, round_index: int, decisions: dict[str, Decision]) -> list[dict]:
+    """Rows for people: both texts, generators, prior ranks and the judge's probability; `decision` is
+    pre-filled from the decisions file (empty when undecided), so the sheet reads back as a decisions file."""
+    rows = []
+    for pair in pairs:
+        decided = decisions.get(pair.pair_id)
+        rows.append({"pair_id": pair.pair_id, "decision": decided.decision if decided else "",
+                     "round": round_index, "prompt_id": pair.prompt_id,
+                     "prompt": prompt_text(prompts[pair.prompt_id].messages),
+                     "chosen_generator": pair.chosen.generator, "chosen_rank": pair.chosen.prior_rank,
+                     "chosen_text": pair.chosen.text, "rejected_generator": pair.rejected.generator,
+                     "rejected_rank": pair.rejected.prior_rank, "rejected_text": pair.rejected.text,
+                     "judge_p_chosen": None if pair.judge_p is None else round(pair.judge_p, 6)})
+    return rows

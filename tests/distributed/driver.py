@@ -1,0 +1,30 @@
+"""Run by the distributed tests under `accelerate launch` (or plain python): one training or scoring job."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from conftest import train_config  # noqa: E402
+
+
+def main():
+    job = json.loads(sys.argv[1])
+    if job["kind"] == "score":
+        from tokensift.sepo.config import ScoreConfig
+        from tokensift.sepo.score import score_tokens
+
+        config = ScoreConfig(**job["config"])
+        config.validate()
+        score_tokens(config)
+        return
+    from tokensift.train.loop import train
+
+    tmp = Path(job["tmp"])
+    config = train_config(tmp, Path(job["model"]), Path(job["data"]), **job["config"])
+    train(config)
+
+
+if __name__ == "__main__":
+    main()
