@@ -110,3 +110,35 @@ def clean_temporaries(output_dir) -> None:
     for tmp in Path(output_dir).glob(".tmp-*"):
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def is_sharded(accelerator) -> bool:
+    """FSDP and DeepSpeed shard weights and optimizer state across processes: accelerate must save them."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def save_sharded_checkpoint(accelerator, output_dir, step: int, scheduler, state: dict, keep: int = 2) -> Path:
+    """The sharded counterpart of save_checkpoint: every process writes its shards through accelerate's
+    save_state into one temporary folder, then the main process adds our state and renames it into place."""
+    output_dir = Path(output_dir)
+    tmp = output_dir / f".tmp-checkpoint-{step:08d}"  # the same name on every process
+    final = output_dir / f"checkpoint-{step:08d}"
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "sharded": True, **state}, indent=2))
+        replace_dir(tmp, final)
+        for old in list_checkpoints(output_dir)[:-keep]:
+            remove_dir(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_sharded_checkpoint(accelerator, folder: Path, scheduler) -> dict:
+    accelerator.load_state(str(folder))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    return json.loads((folder / "state.json").read_text())

@@ -81,6 +81,27 @@ def make_accelerator(config: TrainConfig):
                        project_dir=config.output_dir, cpu=on_cpu())
 
 
+def check_backend(accelerator, config: TrainConfig) -> None:
+    """Refuse distributed set-ups this engine does not handle correctly yet, before any work."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin.zero_stage == 3:
+        raise UserError(
+            "DeepSpeed ZeRO-3 is not supported yet: the LM head runs outside its module (only at the positions a "
+            "loss reads), where ZeRO-3 keeps the weight partitioned. Use FSDP2 (configs/accelerate/fsdp2.yaml) or "
+            "ZeRO-2 (configs/accelerate/zero2.yaml)"
+        )
+    steps = plugin.deepspeed_config.get("gradient_accumulation_steps")
+    if steps not in (None, "auto", config.grad_accum):
+        raise UserError(
+            f"DeepSpeed's gradient_accumulation_steps ({steps}) must equal grad_accum ({config.grad_accum}): "
+            "DeepSpeed steps its optimizer on its own count of backward passes"
+        )
+
+
 def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model) -> dict:
     """Cached reference log-prob sums for every train and eval pair; computed once, with one model loaded."""
     reference = config.reference or config.model
@@ -115,6 +136,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: TrainData | None = None):
         self.config = config
         self.accelerator = make_accelerator(config)
+        check_backend(self.accelerator, config)
         self.output_dir = Path(config.output_dir)
         check_output_dir(self.output_dir)
         torch.manual_seed(config.seed)
@@ -213,6 +235,9 @@ class Trainer:
 
     def save(self, step: int, extra: dict) -> None:
         acc = self.accelerator
+        if ckpt.is_sharded(acc):
+            ckpt.save_sharded_checkpoint(acc, self.output_dir, step, self.scheduler, extra, self.config.keep_checkpoints)
+            return
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.save_checkpoint(self.output_dir, step, acc.unwrap_model(self.wrapper), self.optimizer, self.scheduler,
@@ -232,8 +257,11 @@ class Trainer:
         if found is None:
             log.warning("resume=true but %s holds no checkpoint; starting from scratch", self.output_dir)
             return 0, {}
-        state = ckpt.load_checkpoint(found, self.accelerator.unwrap_model(self.wrapper), self.optimizer,
-                                     self.scheduler)
+        if ckpt.is_sharded(self.accelerator):
+            state = ckpt.load_sharded_checkpoint(self.accelerator, found, self.scheduler)
+        else:
+            state = ckpt.load_checkpoint(found, self.accelerator.unwrap_model(self.wrapper), self.optimizer,
+                                         self.scheduler)
         self.metrics_log.truncate_after(state["step"])
         return state["step"], state
 
@@ -289,9 +317,14 @@ class Trainer:
         if cfg.trackers:
             acc.end_training()
         final = self.output_dir / "final"
+        # Under FSDP / ZeRO-3 the full weights exist only once gathered, a collective every process joins.
+        full_state = None
+        if ckpt.is_sharded(acc):
+            gathered = acc.get_state_dict(self.wrapper)
+            full_state = {k.removeprefix("model."): v for k, v in gathered.items()}
         if acc.is_main_process:
             save_final(final, acc.unwrap_model(self.wrapper).model, self.tokenizer, cfg, self.data, total,
-                       train_metrics, eval_metrics, time.perf_counter() - started)
+                       train_metrics, eval_metrics, time.perf_counter() - started, state_dict=full_state)
         acc.wait_for_everyone()
         return TrainResult(self.output_dir, final, total, train_metrics, eval_metrics)
 

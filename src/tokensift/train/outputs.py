@@ -51,7 +51,7 @@ def versions() -> dict:
 
 
 def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_metrics: dict, eval_metrics,
-               seconds: float) -> None:
+               seconds: float, state_dict: dict | None = None) -> None:
     """save_pretrained (safetensors) + tokenizer + run_card.json, written to a temp folder and renamed.
 
     LoRA runs save the merged model (so every later stage loads a plain model) and the adapter beside it.
@@ -60,10 +60,13 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
     tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex}")
     tmp.mkdir(parents=True)
     try:
-        if hasattr(model, "merge_and_unload"):
-            model.save_pretrained(tmp / "adapter", safe_serialization=True)
-            model = model.merge_and_unload()
-        model.save_pretrained(tmp, safe_serialization=True)
+        if state_dict is not None:  # gathered from FSDP / DeepSpeed shards
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+        else:
+            if hasattr(model, "merge_and_unload"):
+                model.save_pretrained(tmp / "adapter", safe_serialization=True)
+                model = model.merge_and_unload()
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         card = {
             "kind": "tokensift training run",
