@@ -147,3 +147,31 @@ def test_pipeline_end_to_end_and_skips_finished_stages(tmp_path, model_dir, caps
     run_pipeline(cfg)
     out = capsys.readouterr().out
     assert out.count("skipped") == 4
+
+
+def test_show_cli_writes_the_heatmap_of_stored_scores(tmp_path, two_models, capsys):
+    import re
+
+    from tokensift.cli import main
+    from tokensift.sepo.select import Selection
+
+    ref_dir, oracle_dir = two_models
+    data = write_pairs(tmp_path / "pairs.jsonl", n=6)
+    score_cfg = ScoreConfig(data=str(data), oracle=str(oracle_dir), reference=str(ref_dir),
+                            output_dir=str(tmp_path / "scores"), progress=False)
+    score_tokens(score_cfg)
+    page = tmp_path / "page.html"
+    assert main(["show", f"scores={score_cfg.output_dir}", f"output={page}", "pairs=4", "k_chosen=0.5"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    text = page.read_text()
+    blob = re.search(r'<script type="application/json" id="ts-data">(.*?)</script>', text, re.S).group(1)
+    payload = json.loads(blob)
+    _, records = load_scores(score_cfg.output_dir)
+    assert [p["row"] for p in payload["pairs"]] == [0, 1, 2, 3]
+    sel = Selection("per_response", 0.5, 0.3)
+    for shown in payload["pairs"]:
+        rec = records[shown["row"]]
+        assert shown["chosen"]["selected"] == sel.chosen(rec["chosen_scores"]).tolist()
+        assert shown["rejected"]["selected"] == sel.rejected(rec["rejected_scores"]).tolist()
+        assert np.allclose(shown["chosen"]["scores"], rec["chosen_scores"])
+        assert len(shown["chosen"]["tokens"]) == len(rec["chosen_ids"])
