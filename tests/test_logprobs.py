@@ -110,3 +110,51 @@ def test_tdpo_kl_matches_explicit_distributions(tokenizer):
             target = batch.input_ids[n, pos + 1]
             assert abs(float(out.ref_logps[n, i]) - float(lr[n, pos, target])) < 1e-5
     assert np.isclose(float(out.kl[~mask].abs().sum()), 0.0)
+
+
+def test_packed_pairs_equal_separate_sequences(tokenizer):
+    """Shared-prompt packing [prompt | chosen | rejected] gives the log-probs of the two separate sequences."""
+    from tokensift.data.positions import packed_pair_indices
+
+    batch = make_batch(tokenizer)
+    pairs, _ = tokenize_examples(tokenizer, [
+        PreferenceExample([{"role": "user", "content": "What is the capital of France?"}], "Paris.", "I hate it.", 0),
+        PreferenceExample([{"role": "user", "content": "hi"}], "Happy joyful excellent good nice", "bad", 1),
+        PreferenceExample([{"role": "user", "content": "Numbers: 0 1 2 3 4 5"}], "6 7 8", "9 10 100 1000 fine", 2),
+    ])
+    packed = collate_pairs(pairs, tokenizer.pad_token_id, pack=True)
+    assert packed.packed is not None
+    # index math by hand for pair 0: P prompt tokens, C chosen tokens
+    P, C = len(pairs[0].prompt_ids), len(pairs[0].chosen_ids)
+    one = torch.zeros_like(packed.response_mask)
+    one[0, 1] = True  # chosen label 1
+    one[3, 0] = True  # rejected label 0 of pair 0 (row B + 0)
+    one[3, 2] = True  # rejected label 2
+    rows, hidden, token = packed_pair_indices(packed.packed.prompt_lens, packed.packed.chosen_lens, one)
+    assert rows.tolist() == [0, 0, 0]
+    assert hidden.tolist() == [P, P - 1, P + C + 1] and token.tolist() == [P + 1, P + C, P + C + 2]
+    for attn in ("sdpa", "eager"):
+        model = build_model(len(tokenizer), seed=6)
+        model.config._attn_implementation = attn
+        for mask in (batch.response_mask, batch.response_mask & (torch.rand(batch.response_mask.shape) < 0.5)):
+            plain = token_logps(model, batch.input_ids, batch.prompt_lens, mask).logps
+            shared = token_logps(model, batch.input_ids, batch.prompt_lens, mask, packed=packed.packed).logps
+            assert torch.allclose(plain, shared, atol=1e-5), (attn, (plain - shared).abs().max())
+
+
+def test_packed_gradients_equal_separate_sequences(tokenizer):
+    batch = make_batch(tokenizer)
+    packed = collate_pairs(tokenize_examples(tokenizer, [
+        PreferenceExample([{"role": "user", "content": "What is the capital of France?"}], "Paris.", "I hate it.", 0),
+        PreferenceExample([{"role": "user", "content": "hi"}], "Happy joyful excellent good nice", "bad", 1),
+        PreferenceExample([{"role": "user", "content": "Numbers: 0 1 2 3 4 5"}], "6 7 8", "9 10 100 1000 fine", 2),
+    ])[0], tokenizer.pad_token_id, pack=True).packed
+    weights = torch.randn(batch.response_mask.shape)
+    grads = []
+    for use in (None, packed):
+        model = build_model(len(tokenizer), seed=7)
+        out = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=use).logps
+        (out * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name

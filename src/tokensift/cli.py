@@ -70,8 +70,11 @@ def cmd_sft(args) -> int:
 
 
 def cmd_dpo(args) -> int:
-    if getattr(args, "loss", "dpo") in ("sft", "sepo"):
-        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={args.loss}` instead")
+    from tokensift.train.config import TrainConfig
+
+    loss = config_from_args(TrainConfig, args).loss  # --loss, the YAML file or a loss=... override
+    if loss in ("sft", "sepo"):
+        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={loss}` instead")
     return run_train(args)
 
 
@@ -182,7 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # key=value overrides may come before, between or after --options (argparse alone takes one run of them)
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and not any(item.startswith("-") for item in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format=LOG_FORMAT)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -38,9 +38,9 @@ def _unwrap_optional(tp):
     return tp, False
 
 
-def _suggest(name: str, choices) -> str:
+def _suggest(name: str, choices, prefix: str = "") -> str:
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def coerce(value, tp, key: str):
@@ -94,7 +94,7 @@ def build(cls, values: dict, prefix: str = ""):
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(key, names)}")
+            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(key, names, prefix)}")
         kwargs[key] = coerce(value, types_[key], prefix + key)
     missing = [
         f.name for f in dataclasses.fields(cls)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from tokensift.data.positions import gather_indices
+from tokensift.data.positions import (
+    gather_indices, packed_attention, packed_pair_indices, packed_position_ids,
+)
 
 CHUNK_ELEMENTS = 1 << 24  # logits elements per chunk (64 MB in float32): bounds the head's memory
 
@@ -58,10 +60,28 @@ def model_head(model) -> Head:
     return Head(head.weight, head.bias, float(scale), softcap)
 
 
-def backbone_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
+def backbone_hidden(model, input_ids: torch.Tensor, attention_mask=None, position_ids=None) -> torch.Tensor:
     """Last hidden states `[N, T, H]` of a right-padded batch (no attention mask needed, see module doc)."""
-    out = unwrap(model).base_model(input_ids=input_ids, use_cache=False)
+    out = unwrap(model).base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   use_cache=False)
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def can_pack(model) -> bool:
+    """Packed pairs need a custom 4D attention mask, which the sdpa and eager attention kernels take."""
+    return getattr(unwrap(model).config, "_attn_implementation", None) in ("sdpa", "eager")
+
+
+def packed_hidden(model, packed, hidden_pos: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Hidden states at the given positions of packed [prompt | chosen | rejected] sequences."""
+    cut = int(hidden_pos.max()) + 1 if hidden_pos.numel() else 1
+    allowed = packed_attention(packed.prompt_lens, packed.chosen_lens, cut)
+    if unwrap(model).config._attn_implementation == "eager":  # eager adds the mask to the scores
+        dtype = next(unwrap(model).parameters()).dtype
+        allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min)
+    positions = packed_position_ids(packed.prompt_lens, packed.chosen_lens, cut)
+    return backbone_hidden(model, packed.input_ids[:, :cut], allowed, positions)[rows, hidden_pos]
 
 
 def _logits(hidden: torch.Tensor, head: Head) -> torch.Tensor:
@@ -170,7 +190,7 @@ def needed_length(prompt_lens: torch.Tensor, mask: torch.Tensor) -> int:
 
 
 def token_logps(
-    model, input_ids: torch.Tensor, prompt_lens: torch.Tensor, mask: torch.Tensor, ref_model=None
+    model, input_ids: torch.Tensor, prompt_lens: torch.Tensor, mask: torch.Tensor, ref_model=None, packed=None
 ) -> TokenLogps:
     """Per-token log-probs of the labels marked by `mask`, in label space.
 
@@ -178,17 +198,28 @@ def token_logps(
     prompt_lens: [N] prompt lengths.
     mask:        [N, R] bool, the labels some loss reads (response tokens, or SePO's selected tokens).
     ref_model:   optional frozen reference; when given, also returns per-label KL(ref || policy) (TDPO).
+    packed:      optional PackedPairs of the same pairs (rows of `mask` in PairBatch order): run each prompt once.
     """
     mask = mask.bool()
-    rows, _, hidden_pos, token_pos = gather_indices(prompt_lens, mask)
-    targets = input_ids[rows, token_pos]
-    cut = needed_length(prompt_lens, mask)
-    hidden = backbone_hidden(model, input_ids[:, :cut])[rows, hidden_pos]
+    if packed is not None:
+        rows, hidden_pos, token_pos = packed_pair_indices(packed.prompt_lens, packed.chosen_lens, mask)
+        targets = packed.input_ids[rows, token_pos]
+
+        def hidden_of(m):
+            return packed_hidden(m, packed, hidden_pos, rows)
+    else:
+        rows, _, hidden_pos, token_pos = gather_indices(prompt_lens, mask)
+        targets = input_ids[rows, token_pos]
+        cut = needed_length(prompt_lens, mask)
+
+        def hidden_of(m):
+            return backbone_hidden(m, input_ids[:, :cut])[rows, hidden_pos]
+    hidden = hidden_of(model)
     head = model_head(model)
     ref_hidden = ref_w = ref_b = None
     if ref_model is not None:
         with torch.no_grad():
-            ref_hidden = backbone_hidden(ref_model, input_ids[:, :cut])[rows, hidden_pos]
+            ref_hidden = hidden_of(ref_model)
             ref_head = model_head(ref_model)
             ref_w, ref_b = ref_head.weight.detach(), None if ref_head.bias is None else ref_head.bias.detach()
     flat, flat_kl, flat_ref = ChunkedHeadLogProbs.apply(
@@ -211,8 +242,8 @@ class LabelLogps(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, prompt_lens, mask, ref_model=None) -> TokenLogps:
-        return token_logps(self.model, input_ids, prompt_lens, mask, ref_model)
+    def forward(self, input_ids, prompt_lens, mask, ref_model=None, packed=None) -> TokenLogps:
+        return token_logps(self.model, input_ids, prompt_lens, mask, ref_model, packed)
 
 
 def full_logits_logps(model, input_ids: torch.Tensor, prompt_lens: torch.Tensor, mask: torch.Tensor):

@@ -147,12 +147,26 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     source = resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    except OSError as exc:
-        raise UserError(f"could not load the tokenizer of '{name_or_path}': {exc}") from None
+    except Exception as exc:  # missing, damaged or foreign files surface as many exception types
+        _refuse_remote_code(name_or_path, exc)
+        raise UserError(f"could not load the tokenizer of '{name_or_path}': {_describe(exc)}") from None
     if tokenizer.pad_token_id is None:
         # Padding positions are masked everywhere; any id works, EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _refuse_remote_code(name_or_path: str, exc: Exception) -> None:
+    if "trust_remote_code" in str(exc):
+        raise UserError(
+            f"model '{name_or_path}' needs custom code from its repository; pass trust_remote_code=true only "
+            "if you trust it"
+        ) from None
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text if isinstance(exc, OSError) and text else f"{type(exc).__name__}: {text}"
 
 
 @dataclass
@@ -179,15 +193,9 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None
         )
-    except OSError as exc:
-        raise UserError(f"could not load model '{name_or_path}': {exc}") from None
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise UserError(
-                f"model '{name_or_path}' needs custom code from its repository; pass trust_remote_code=true only "
-                "if you trust it"
-            ) from None
-        raise
+    except Exception as exc:  # e.g. a truncated safetensors file, a config.json that is not JSON
+        _refuse_remote_code(name_or_path, exc)
+        raise UserError(f"could not load model '{name_or_path}': {_describe(exc)}") from None
     disable_dropout(model)
     if device is not None:
         model.to(device)
@@ -212,7 +220,10 @@ def apply_lora(model, lora: LoraSettings, gradient_checkpointing: bool = False):
     )
     if gradient_checkpointing:
         model.enable_input_require_grads()
-    return get_peft_model(model, config)
+    try:
+        return get_peft_model(model, config)
+    except ValueError as exc:  # peft: no module matches target_modules
+        raise UserError(f"lora_targets {','.join(lora.target_modules)}: {exc}") from None
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -34,8 +34,24 @@ class SequenceBatch:
         return self.input_ids.shape[0]
 
     def to(self, device):
-        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        moved = {k: (v.to(device) if hasattr(v, "to") else v) for k, v in self.__dict__.items()}
         return type(self)(**moved)
+
+
+@dataclass
+class PackedPairs:
+    """Each pair as one sequence [prompt | chosen | rejected], right-padded: the prompt is run once, not twice.
+
+    The rejected response attends to the prompt but not to the chosen one and continues the prompt's positions
+    (data/positions.py builds the mask and positions), so every log-prob equals the unpacked layout's.
+    """
+
+    input_ids: torch.Tensor  # [B, T]
+    prompt_lens: torch.Tensor  # [B]
+    chosen_lens: torch.Tensor  # [B]
+
+    def to(self, device) -> "PackedPairs":
+        return PackedPairs(self.input_ids.to(device), self.prompt_lens.to(device), self.chosen_lens.to(device))
 
 
 @dataclass
@@ -43,6 +59,7 @@ class PairBatch(SequenceBatch):
     rows: torch.Tensor | None = None  # [B] dataset rows
     select_mask: torch.Tensor | None = None  # [2B, R] bool: SePO key tokens (None = all response tokens)
     ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
+    packed: PackedPairs | None = None  # the same pairs with shared prompts (see PackedPairs)
 
     @property
     def num_pairs(self) -> int:
@@ -82,8 +99,21 @@ def collate_sequences(prompts: list[np.ndarray], responses: list[np.ndarray], pa
     )
 
 
-def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | None = None) -> PairBatch:
-    """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum)."""
+def pack_pairs(pairs: list[TokenizedPair], pad_id: int) -> PackedPairs:
+    sequences = [np.concatenate([p.prompt_ids, p.chosen_ids, p.rejected_ids]) for p in pairs]
+    return PackedPairs(
+        input_ids=pad_2d(sequences, pad_id, torch.long),
+        prompt_lens=torch.tensor([len(p.prompt_ids) for p in pairs], dtype=torch.long),
+        chosen_lens=torch.tensor([len(p.chosen_ids) for p in pairs], dtype=torch.long),
+    )
+
+
+def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | None = None,
+                  pack: bool = False) -> PairBatch:
+    """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum).
+
+    pack: also build the shared-prompt layout, which forward passes then use instead of the 2B sequences.
+    """
     prompts = [p.prompt_ids for p in pairs] * 2
     responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
     seq = collate_sequences(prompts, responses, pad_id)
@@ -91,4 +121,5 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
     if ref_logps is not None:
         values = [ref_logps[p.row] for p in pairs]
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
-    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref)
+    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
+                     packed=pack_pairs(pairs, pad_id) if pack else None)

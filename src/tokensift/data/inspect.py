@@ -9,6 +9,7 @@ import textwrap
 import numpy as np
 
 from tokensift.data.load import load_preferences, reason_label
+from tokensift.errors import UserError
 from tokensift.models import DEFAULT_MODEL
 
 
@@ -68,8 +69,11 @@ def run_inspect(args) -> int:
         report["tokens"] = token_report(args, result.examples)
     print(f"\n{result.valid:,} valid pairs" + (f", {len(result.rejected):,} invalid rows" if result.rejected else ""))
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(report, f, indent=2)
+        try:
+            with open(args.json_out, "w") as f:
+                json.dump(report, f, indent=2)
+        except OSError as exc:
+            raise UserError(f"cannot write the report {args.json_out}: {exc.strerror or exc}") from None
     return 0 if not result.rejected else 1
 
 

@@ -46,3 +46,43 @@ def gather_indices(prompt_lens: torch.Tensor, mask: torch.Tensor) -> tuple[torch
     if bool((starts < 1).any()):
         raise ValueError("a prompt must hold at least one token to predict the first response token")
     return rows, labels, starts - 1 + labels, starts + labels
+
+
+def packed_pair_indices(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, mask: torch.Tensor):
+    """Gather indices for pairs packed as one sequence each: [prompt | chosen | rejected].
+
+    `mask` is [2B, R] in a PairBatch's row order (chosen of pair b at row b, rejected at row B + b). In the
+    packed sequence of pair b (prompt length P, chosen length C):
+      chosen label i   is predicted at position P - 1 + i and sits at P + i;
+      rejected label 0 is predicted at P - 1 (the prompt's last token, shared with chosen label 0),
+      rejected label i is predicted at P + C - 1 + i (i >= 1) and sits at P + C + i.
+    Returns (sequence rows [M] in 0..B-1, hidden positions [M], token positions [M]) in row-major order of mask.
+    """
+    pairs = prompt_lens.shape[0]
+    rows, labels = mask.nonzero(as_tuple=True)
+    pair = rows % pairs
+    prompt = prompt_lens.to(labels.device)[pair]
+    if bool((prompt < 1).any()):
+        raise ValueError("a prompt must hold at least one token to predict the first response token")
+    rejected = rows >= pairs
+    start = torch.where(rejected, prompt + chosen_lens.to(labels.device)[pair], prompt)
+    token = start + labels
+    hidden = torch.where(rejected & (labels == 0), prompt - 1, token - 1)
+    return pair, hidden, token
+
+
+def packed_attention(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, 1, T, T] bool, True = may attend: causal, except that rejected tokens never see chosen tokens."""
+    position = torch.arange(width, device=prompt_lens.device)
+    q, k = position[None, :, None], position[None, None, :]
+    chosen_start = prompt_lens[:, None, None]
+    rejected_start = (prompt_lens + chosen_lens)[:, None, None]
+    hidden_chosen = (q >= rejected_start) & (k >= chosen_start) & (k < rejected_start)
+    return ((k <= q) & ~hidden_chosen)[:, None]
+
+
+def packed_position_ids(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, T] positions: the rejected response continues from the prompt, as if chosen were not there."""
+    position = torch.arange(width, device=prompt_lens.device)[None, :]
+    rejected_start = (prompt_lens + chosen_lens)[:, None]
+    return torch.where(position >= rejected_start, position - chosen_lens[:, None], position)

@@ -8,6 +8,7 @@ from tokensift.config import option
 from tokensift.errors import UserError
 from tokensift.eval.lengths import parse_edges
 from tokensift.models import DEFAULT_MODEL, parse_dtype
+from tokensift.tso.judges import check_judge_spec
 from tokensift.train.config import DataArgs
 
 JUDGE_TYPES = ("reward_model", "local_llm", "http", "callable")  # what tso/judges.build_judge accepts
@@ -97,6 +98,8 @@ class GenerateEvalConfig(RunArgs, PromptArgs):
             raise UserError(f"top_p must lie in (0, 1], got {self.top_p}")
         if self.tie_tolerance < 0:
             raise UserError(f"tie_tolerance must be 0 or more, got {self.tie_tolerance}")
+        if self.judge is not None:
+            check_judge_spec(self.judge)  # before the config is saved with the results
         if self.judge is not None and self.judge.get("type") not in JUDGE_TYPES:
             raise UserError(f"judge.type must be one of {', '.join(JUDGE_TYPES)}, got {self.judge.get('type')!r} "
                             "(e.g. judge.type=callable judge.function=tokensift.tso.judges:vader_sentiment)")

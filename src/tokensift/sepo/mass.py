@@ -8,11 +8,12 @@ The SePO paper reports that 35-40% of tokens carry 80% of the gap, which motivat
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from tokensift.fsutil import write_json_atomic
 from tokensift.shards import ShardStore
 
 GRID = np.linspace(0, 1, 21)
@@ -72,7 +73,7 @@ def save_summary(summary: dict, folder: str | Path, title: str = "reward mass") 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "mass.json"]
-    written[0].write_text(json.dumps(summary, indent=2))
+    write_json_atomic(written[0], summary)  # a kill never leaves half a summary under its name
     if not summary.get("pairs"):
         return written
     try:
@@ -93,7 +94,9 @@ def save_summary(summary: dict, folder: str | Path, title: str = "reward mass") 
     ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(folder / "mass.png", dpi=120)
+    tmp = folder / f".tmp-mass-{os.getpid()}.png"
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    os.replace(tmp, folder / "mass.png")
     written.append(folder / "mass.png")
     return written

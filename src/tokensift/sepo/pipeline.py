@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tokensift.config import build, option
 from tokensift.errors import UserError
+from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
 from tokensift.sepo.config import OracleConfig, ScoreConfig
 from tokensift.train.config import TrainConfig
@@ -134,5 +135,5 @@ def run_pipeline(config: SePOConfig) -> dict:
                                       selection=policy.selection, reward_mass=policy.reward_mass))
         report["heatmap"] = str(page)
         print(f"[sepo] heatmap: {page}")
-    (config.folder("report") / "pipeline.json").write_text(json.dumps(report, indent=2))
+    write_json_atomic(config.folder("report") / "pipeline.json", report)
     return report

@@ -29,10 +29,11 @@ from tokensift.data.load import LoadResult, iter_preferences
 from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
 from tokensift.distributed import partial_state
 from tokensift.errors import UserError
-from tokensift.logprobs import token_logps
+from tokensift.logprobs import can_pack, token_logps
 from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
 from tokensift.sepo.config import ScoreConfig
 from tokensift.shards import ShardStore
+from tokensift.train.outputs import check_output_dir
 from tokensift.train.ref_cache import fingerprint, length_buckets
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,10 @@ def score_meta(config: ScoreConfig, tokenizer) -> dict:
 def score_pairs(oracle, reference, pairs, batch_size: int, pad_id: int, beta: float, device):
     """Yield one record dict per pair: ids and beta * (oracle - reference) log-probs per response token."""
     for group in length_buckets(pairs, batch_size):
-        batch = collate_pairs(group, pad_id).to(device)
+        batch = collate_pairs(group, pad_id, pack=can_pack(oracle) and can_pack(reference)).to(device)
         args = (batch.input_ids, batch.prompt_lens, batch.response_mask)
-        diff = (token_logps(oracle, *args).logps - token_logps(reference, *args).logps).float().cpu() * beta
+        oracle_logps = token_logps(oracle, *args, packed=batch.packed).logps
+        diff = (oracle_logps - token_logps(reference, *args, packed=batch.packed).logps).float().cpu() * beta
         n = len(group)
         for i, pair in enumerate(group):
             yield {
@@ -100,6 +102,7 @@ def score_tokens(config: ScoreConfig) -> ScoreResult:
     meta = score_meta(config, tokenizer)
     store = ShardStore(config.output_dir, rank=rank)
     if state.is_main_process:
+        check_output_dir(Path(config.output_dir))  # a file, unwritable or nearly full: say so before any work
         check_store(store, meta, config.overwrite)
         store.clean_temporaries()
         store.write_meta({"fingerprint": fingerprint(meta), "inputs": meta, "complete": False})

@@ -64,4 +64,7 @@ def show_scores(config: ShowConfig) -> Path:
             "data": meta["inputs"].get("source"), "beta": meta["inputs"].get("beta"),
             "selection": config.selection, "k_chosen": config.k_chosen, "k_rejected": config.k_rejected,
             "pairs shown": f"{len(pairs)} of {len(rows)}"}
-    return render_heatmap(pairs, config.output, title="tokensift: oracle token rewards", meta=info)
+    try:
+        return render_heatmap(pairs, config.output, title="tokensift: oracle token rewards", meta=info)
+    except OSError as exc:  # e.g. the output's folder is a file, or read-only
+        raise UserError(f"cannot write {config.output}: {exc.strerror or exc}") from None

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from tokensift.errors import UserError
 from tokensift.fsutil import remove_dir, replace_dir
 
 NAME = re.compile(r"^checkpoint-(\d{8})$")
@@ -91,19 +92,31 @@ def save_checkpoint(output_dir, step: int, model, optimizer, scheduler, state: d
 
 
 def load_checkpoint(folder: Path, model, optimizer, scheduler) -> dict:
-    """Restore a checkpoint into live objects; returns its state.json."""
-    weights = load_file(str(folder / "model.safetensors"))
+    """Restore a checkpoint into live objects; returns its state.json.
+
+    A checkpoint of another model, or one damaged after it was written, is a UserError naming the folder.
+    """
+    try:
+        weights = load_file(str(folder / "model.safetensors"))
+        states = [torch.load(folder / name, weights_only=True) for name in ("optimizer.pt", "scheduler.pt", "rng.pt")]
+        state = json.loads((folder / "state.json").read_text())
+    except Exception as exc:  # truncated or foreign files: safetensors, pickle-free torch.load and JSON errors
+        raise UserError(f"checkpoint {folder} cannot be read ({type(exc).__name__}: {exc}); delete it to resume "
+                        "from an earlier checkpoint") from None
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing:
-        raise RuntimeError(f"checkpoint {folder} lacks parameters {missing[:3]}...; was it written by another model?")
+    wrong = [n for n, v in weights.items() if n not in params or params[n].shape != v.shape]
+    if missing or wrong:
+        raise UserError(f"checkpoint {folder} does not fit this model (missing: {missing[:3]}, other shape or "
+                        f"unknown: {wrong[:3]}); was it written by another model or LoRA setting? Resume with the "
+                        "run's own settings or choose another output_dir")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    restore_rng(torch.load(folder / "rng.pt", weights_only=True))
-    return json.loads((folder / "state.json").read_text())
+    optimizer.load_state_dict(states[0])
+    scheduler.load_state_dict(states[1])
+    restore_rng(states[2])
+    return state
 
 
 def clean_temporaries(output_dir) -> None:

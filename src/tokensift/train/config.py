@@ -12,6 +12,8 @@ LOSSES = ("sft", "dpo", "ipo", "cdpo", "robust", "hinge", "simpo", "rrhf", "tdpo
 REFERENCE_FREE = ("sft", "simpo", "rrhf", "sepo")
 DEFAULT_BETA = {"simpo": 2.0}
 SELECTIONS = ("per_response", "global_threshold", "reward_mass")
+# accelerate's LoggerType names (its own error for another name is a ValueError deep inside Accelerator()).
+TRACKERS = ("tensorboard", "wandb", "aim", "comet_ml", "mlflow", "clearml", "dvclive", "trackio", "swanlab", "all")
 
 
 @dataclass
@@ -70,6 +72,7 @@ class TrainConfig(DataArgs):
     seed: int = option(0, "Seed for data order, held-out split and initialisation of LoRA.")
     dtype: str = option("float32", "Weight dtype: float32, bfloat16 or float16. bf16 halves memory.")
     mixed_precision: str = option("no", "Autocast: no, bf16 or fp16 (accelerate).")
+    share_prompt: bool = option(True, "Run each pair's prompt once, as one [prompt|chosen|rejected] sequence (exact; much faster with long prompts).")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward: much less memory, ~20-30% slower.")
     lora: bool = option(False, "Train LoRA adapters instead of all weights (peft).")
     lora_r: int = option(16, "LoRA rank.")
@@ -132,6 +135,9 @@ class TrainConfig(DataArgs):
             raise UserError(f"mixed_precision must be no, bf16 or fp16, got '{self.mixed_precision}'")
         if self.nan_policy not in ("stop", "skip"):
             raise UserError(f"nan_policy must be stop or skip, got '{self.nan_policy}'")
+        unknown = [t for t in (t.strip() for t in self.trackers.split(",")) if t and t not in TRACKERS]
+        if unknown:
+            raise UserError(f"unknown tracker '{unknown[0]}' in trackers; choose from {', '.join(TRACKERS)}")
 
     @property
     def needs_reference(self) -> bool:

@@ -41,6 +41,8 @@ def load_pairs(source: str, config, tokenizer, limit: int | None = None) -> Pair
         raise UserError(f"{source}: no valid preference pairs to train on")
     pairs, report = tokenize_examples(tokenizer, result.examples, tokenize_settings(config))
     notes.append(report.summary())
+    if report.prompts_truncated or report.responses_truncated:  # counted in the run card and said now
+        log.warning("%s: %s", source, report.summary())
     fp = source_fingerprint(source, config.split)
     fp_meta = f"{fp}|columns={config.columns}|limit={limit}"
     return PairSet(source=source, fingerprint=fp_meta, pairs=pairs, notes=notes)

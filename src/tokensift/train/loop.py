@@ -24,8 +24,9 @@ from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
 from tokensift.distributed import on_cpu
 from tokensift.errors import UserError
-from tokensift.logprobs import LabelLogps
-from tokensift.models import LoraSettings, load_model, load_tokenizer, model_fingerprint, tokenizer_fingerprint
+from tokensift.logprobs import LabelLogps, can_pack
+from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, same_tokenizer,
+                              tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
 from tokensift.train.config import TrainConfig
 from tokensift.train.data import PairSet, Schedule, load_pairs, micro_batches, split_eval
@@ -71,6 +72,18 @@ def prepare_data(config: TrainConfig, tokenizer) -> TrainData:
     train, held = split_eval(full.pairs, config.eval_fraction, config.seed)
     evalset = PairSet(full.source, full.fingerprint, held) if held else None
     return TrainData(train=PairSet(full.source, full.fingerprint, train, full.notes), eval=evalset)
+
+
+def check_reference_tokenizer(config: TrainConfig, tokenizer) -> None:
+    """A reference scores the policy's token ids: it must read them as the same text."""
+    if not config.needs_reference or config.reference in (None, config.model):
+        return
+    if not same_tokenizer(tokenizer, load_tokenizer(config.reference, config.trust_remote_code)):
+        raise UserError(
+            f"the reference '{config.reference}' uses another tokenizer (vocabulary, special tokens or chat "
+            f"template) than the policy '{config.model}'; its log-probs of the policy's tokens would be "
+            "meaningless. Use a reference of the policy's family"
+        )
 
 
 def make_accelerator(config: TrainConfig):
@@ -141,6 +154,7 @@ class Trainer:
         check_output_dir(self.output_dir)
         torch.manual_seed(config.seed)
         self.tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+        check_reference_tokenizer(config, self.tokenizer)
         self.data = data or prepare_data(config, self.tokenizer)
         lora = None
         if config.lora:
@@ -157,6 +171,8 @@ class Trainer:
             self.ref_model.requires_grad_(False).eval()
         elif config.needs_reference:
             self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
+        self.pack = config.share_prompt and can_pack(self.model) and (
+            self.ref_model is None or can_pack(self.ref_model))
         world = self.accelerator.num_processes
         self.schedule = Schedule(len(self.data.train.pairs), config.batch_size * config.grad_accum * world,
                                  config.seed, config.epochs, config.max_steps)
@@ -174,14 +190,15 @@ class Trainer:
         pad = self.tokenizer.pad_token_id
         if self.config.loss == "sft":
             return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad)
-        batch = collate_pairs(pairs, pad, self.ref_sums)
+        batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack)
         if self.data.select is not None:
             batch.select_mask = self.data.select(pairs, batch)
         return batch
 
     def forward_loss(self, batch):
         batch = batch.to(self.accelerator.device)
-        out = self.wrapper(batch.input_ids, batch.prompt_lens, read_mask(self.config, batch), self.ref_model)
+        out = self.wrapper(batch.input_ids, batch.prompt_lens, read_mask(self.config, batch), self.ref_model,
+                           getattr(batch, "packed", None))
         return compute_loss(self.config, batch, out.logps, out.kl, out.ref_logps)
 
     # ------------------------------------------------------------------------------------------------ steps
@@ -207,9 +224,10 @@ class Trainer:
                 acc.backward(scaled)
             if weight:
                 metrics.add(out, batch.num_examples, batch.num_tokens)
-        grad_norm = None
-        if cfg.max_grad_norm > 0:
-            grad_norm = float(acc.clip_grad_norm_(self.wrapper.parameters(), cfg.max_grad_norm))
+        # Measured even when clipping is off (max_norm=inf scales by exactly 1): a non-finite gradient with a
+        # finite loss must not reach the optimizer.
+        norm = acc.clip_grad_norm_(self.wrapper.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+        grad_norm = None if norm is None else float(norm)
         result = metrics.reduce(acc)
         finite = math.isfinite(result["loss"]) and (grad_norm is None or math.isfinite(grad_norm))
         if finite:
@@ -253,9 +271,11 @@ class Trainer:
                     f"{self.output_dir} already holds checkpoints ({found.name}); pass resume=true to continue that "
                     "run or choose another output_dir"
                 )
+            self.metrics_log.truncate_after(0)  # lines of an earlier attempt that died before its first checkpoint
             return 0, {}
         if found is None:
             log.warning("resume=true but %s holds no checkpoint; starting from scratch", self.output_dir)
+            self.metrics_log.truncate_after(0)
             return 0, {}
         if ckpt.is_sharded(self.accelerator):
             state = ckpt.load_sharded_checkpoint(self.accelerator, found, self.scheduler)

@@ -44,6 +44,13 @@ class StepMetrics:
         return out
 
 
+def _step_of(line: str) -> int | None:
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return None
+
+
 def peak_memory_mb(device: torch.device | None = None) -> float:
     """Peak GPU memory allocated on CUDA, else the process's peak resident set size."""
     if device is not None and device.type == "cuda":
@@ -60,11 +67,17 @@ class MetricsLog:
         self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
-        """On resume, forget lines logged after the checkpoint so the log has no duplicates."""
+        """On resume, forget lines logged after the checkpoint so the log has no duplicates.
+
+        Rewritten through a temporary file and a rename, so a kill here never leaves half a log; a torn last
+        line (a kill in the middle of an append) is dropped.
+        """
         if not (self.enabled and self.path.exists()):
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [line for line in self.path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step]
+        tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
 
     def write(self, record: dict) -> None:
         if not self.enabled:

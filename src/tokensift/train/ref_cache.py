@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from tokensift.data.collate import collate_pairs
 from tokensift.data.tokenize import TokenizedPair
-from tokensift.logprobs import token_logps
+from tokensift.logprobs import can_pack, token_logps
 from tokensift.models import cache_root
 from tokensift.shards import ShardStore
 
@@ -43,8 +43,9 @@ def iter_pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: 
     batches = length_buckets(pairs, batch_size)
     bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=desc is None, leave=False)
     for group in batches:
-        batch = collate_pairs(group, pad_id).to(device)
-        logps = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask).logps.float().cpu()
+        batch = collate_pairs(group, pad_id, pack=can_pack(model)).to(device)
+        logps = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask,
+                            packed=batch.packed).logps.float().cpu()
         n = len(group)
         for i, pair in enumerate(group):
             yield (

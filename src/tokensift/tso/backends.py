@@ -68,7 +68,9 @@ class VLLMSampler:
     vLLM schedules the batch."""
 
     def __init__(self, model: str, batch_size: int, progress: bool):
-        from vllm import LLM  # noqa: F401  (import-guarded: only reached when vllm_usable())
+        from vllm import (
+            LLM,  # import-guarded: only reached when vllm_usable() (or a test) says so
+        )
 
         from tokensift.models import load_tokenizer, resolve_model
 

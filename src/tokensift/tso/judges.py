@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import string
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -450,6 +451,33 @@ def import_callable(path: str) -> Callable:
     return obj
 
 
+_SECRET_NAMES = ("key", "token", "secret", "password", "passwd", "authorization", "auth", "sig", "signature")
+
+
+def _looks_secret(name: str) -> bool:
+    return str(name).lower().replace("-", "_").endswith(_SECRET_NAMES)
+
+
+def check_judge_spec(spec: dict) -> None:
+    """Refuse secrets in a judge config: configs are saved with every run (run folders, results files), so an
+    API key must come from the environment variable named by `api_key_env`. Messages name the key, never its
+    value."""
+    if not isinstance(spec, dict):
+        return
+    advice = ("judge configs are saved with the run; put the key in an environment variable and name it with "
+              "api_key_env")
+    for name in spec:
+        if _looks_secret(name):
+            raise UserError(f"judge.{name}: a judge config must not hold secrets ({advice})")
+    base_url = spec.get("base_url")
+    if isinstance(base_url, str):
+        parts = urllib.parse.urlsplit(base_url)
+        query = [k for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+        if "@" in parts.netloc or any(_looks_secret(k) for k in query):
+            raise UserError(f"judge.base_url holds credentials (user:password@ or a key in the query string); "
+                            f"{advice}")
+
+
 def build_judge(spec: dict) -> Judge:
     """Map a config dict to a judge. Keys: `type` (reward_model | local_llm | http | callable), the judge's
     constructor arguments (`model` is accepted for reward_model's `model_name_or_path`; callable takes
@@ -460,6 +488,7 @@ def build_judge(spec: dict) -> Judge:
 
     if not isinstance(spec, dict):
         raise UserError(f"judge config must be a mapping with a 'type' key, got {type(spec).__name__}")
+    check_judge_spec(spec)
     args = dict(spec)
     kind = args.pop("type", None)
     cache = args.pop("cache", None)

@@ -27,17 +27,39 @@ from tokensift.errors import UserError
 from tokensift.train.outputs import check_output_dir
 from tokensift.tso.config import TSOConfig, prior_ranks
 from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
-from tokensift.tso.files import read_json, read_jsonl, write_json, write_jsonl, write_table
-from tokensift.tso.matrix import (CellStore, assemble_candidates, candidate_rows, candidates_from_rows,
-                                  fill_column, fill_fixed_matrix, read_offline_cells)
-from tokensift.tso.pairs import (REVIEW_COLUMNS, Pair, build_pairs, correct_pairs, is_flagged, judge_pairs,
-                                 read_decisions, review_rows)
+from tokensift.tso.files import (
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+    write_table,
+)
+from tokensift.tso.matrix import (
+    CellStore,
+    assemble_candidates,
+    candidate_rows,
+    candidates_from_rows,
+    fill_column,
+    fill_fixed_matrix,
+    read_offline_cells,
+)
+from tokensift.tso.pairs import (
+    REVIEW_COLUMNS,
+    Pair,
+    build_pairs,
+    correct_pairs,
+    is_flagged,
+    judge_pairs,
+    read_decisions,
+    review_rows,
+)
 from tokensift.tso.prompts import prepare_prompts
 
 log = logging.getLogger(__name__)
 REVIEW_KEYS = ("decisions", "unresolved", "progress")  # may change between reruns of one run
 TRAIN_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
                  "clip/chosen_fraction", "clip/rejected_fraction")
+SIGNED = ("rewards/chosen", "rewards/rejected", "rewards/margin")
 
 
 class ReviewNeeded(UserError):
@@ -218,29 +240,27 @@ def run_round(run: TSORun, k: int, fixed: dict) -> dict:
 
 
 def format_round(report: dict) -> str:
+    """The printed round report: candidates, pairs, judge agreement, outcome counts, last training step."""
     c, p, cand = report["corrections"], report["pairing"], report["candidates"]
-    pairs = c.get("pairs", 0)
-    agree = c.get("judge_agrees", 0)
-    lines = [
-        f"[tso] round {report['round']}/{report['rounds']}: {report['prompts']} prompts, {cand['total']} candidates "
-        f"({', '.join(f'{g} {n}' for g, n in cand['per_generator'].items())})"
-        + (f"; missing/empty: {cand['missing_or_empty']}" if cand["missing_or_empty"] else ""),
-        f"  pairs: {pairs} built ({p.get('identical_skipped', 0)} identical skipped, "
-        f"{p.get('prompts_without_pair', 0)} prompts without a pair); judge agrees with the prior on {agree}/{pairs}"
-        f" ({agree / max(pairs, 1):.0%}), disagrees on {c.get('judge_disagrees', 0)}",
-        f"  flagged {c.get('flagged', 0)}; human keep/flip/drop {c.get('human_keep', 0)}/{c.get('human_flip', 0)}/"
-        f"{c.get('human_drop', 0)}; unresolved -> flip/drop/keep {c.get('unresolved_policy_flip', 0)}/"
-        f"{c.get('unresolved_policy_drop', 0)}/{c.get('unresolved_policy_keep', 0)}; totals: kept {c.get('kept', 0)}, "
-        f"flipped {c.get('flipped', 0)}, dropped {c.get('dropped', 0)}; trained on {c.get('trained', 0)} pairs",
-    ]
+    pairs, agree = c.get("pairs", 0), c.get("judge_agrees", 0)
+    generators = ", ".join(f"{g} {n}" for g, n in cand["per_generator"].items())
+    missing = f"; missing/empty: {cand['missing_or_empty']}" if cand["missing_or_empty"] else ""
+    head = (f"[tso] round {report['round']}/{report['rounds']}: {report['prompts']} prompts, "
+            f"{cand['total']} candidates ({generators}){missing}")
+    pairing = (f"  pairs: {pairs} built ({p.get('identical_skipped', 0)} identical skipped, "
+               f"{p.get('prompts_without_pair', 0)} prompts without a pair); judge agrees with the prior on "
+               f"{agree}/{pairs} ({agree / max(pairs, 1):.0%}), disagrees on {c.get('judge_disagrees', 0)}")
+    outcomes = (f"  flagged {c.get('flagged', 0)}; human keep/flip/drop {c.get('human_keep', 0)}/"
+                f"{c.get('human_flip', 0)}/{c.get('human_drop', 0)}; unresolved -> flip/drop/keep "
+                f"{c.get('unresolved_policy_flip', 0)}/{c.get('unresolved_policy_drop', 0)}/"
+                f"{c.get('unresolved_policy_keep', 0)}; totals: kept {c.get('kept', 0)}, flipped "
+                f"{c.get('flipped', 0)}, dropped {c.get('dropped', 0)}; trained on {c.get('trained', 0)} pairs")
+    lines = [head, pairing, outcomes]
     t = report["train"]
     if t.get("steps"):
-        lines.append(
-            f"  train ({t['steps']} steps, last step): loss {t.get('loss', float('nan')):.4f}, rewards/chosen "
-            f"{t.get('rewards/chosen', float('nan')):+.4f}, rewards/rejected {t.get('rewards/rejected', float('nan')):+.4f}, "
-            f"margin {t.get('rewards/margin', float('nan')):+.4f}, accuracy {t.get('rewards/accuracy', float('nan')):.2f}, "
-            f"clip/chosen_fraction {t.get('clip/chosen_fraction', float('nan')):.2f}, "
-            f"clip/rejected_fraction {t.get('clip/rejected_fraction', float('nan')):.2f}")
+        shown = ", ".join(f"{name} {t[name]:+.4f}" if name in SIGNED else f"{name} {t[name]:.4f}"
+                          for name in TRAIN_METRICS if name in t)
+        lines.append(f"  train ({t['steps']} steps, last step): {shown}")
     return "\n".join(lines)
 
 

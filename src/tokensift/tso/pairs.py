@@ -54,7 +54,7 @@ class Pair:
                 "rejected": asdict(self.rejected), "judge_p_chosen": self.judge_p, "judge_detail": self.judge_detail}
 
     @classmethod
-    def from_row(cls, row: dict) -> "Pair":
+    def from_row(cls, row: dict) -> Pair:
         return cls(row["pair_id"], row["prompt_id"], Candidate(**row["chosen"]), Candidate(**row["rejected"]),
                    row["judge_p_chosen"], row.get("judge_detail") or {})
 
