@@ -1,5 +1,6 @@
 """The training engine: accumulation invariance, reference cache reuse, kill-and-resume, NaN handling."""
 
+import json
 import os
 import signal
 import subprocess
@@ -154,3 +155,24 @@ def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, model_dir, monk
                        output_dir=str(tmp_path / "skip"))
     result = train(cfg)
     assert result.train_metrics["skipped_steps"] == 1
+
+
+def test_tensorboard_tracker_and_metrics_fields(tmp_path, model_dir):
+    pytest.importorskip("tensorboard")
+    data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+    cfg = train_config(tmp_path, model_dir, data, loss="dpo", max_steps=2, trackers="tensorboard", eval_fraction=0.25)
+    result = train(cfg)
+    events = list(Path(cfg.output_dir).rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert {"loss", "rewards/accuracy", "tokens_per_s", "peak_memory_mb"} <= set(acc.Tags()["scalars"])
+    records = read_metrics(Path(cfg.output_dir) / "metrics.jsonl")
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy", "logps/chosen",
+                "logps/rejected", "tokens_per_s", "peak_memory_mb", "grad_norm", "lr"):
+        assert key in records[0], key
+    assert "eval/rewards/accuracy" in records[-1]
+    card = json.loads((Path(result.final_dir) / "run_card.json").read_text())
+    assert card["config"]["loss"] == "dpo" and card["versions"]["torch"] and card["data"]["train_pairs"] == 6
