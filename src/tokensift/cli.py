@@ -126,13 +126,6 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def not_yet(name: str):
-    def run(args) -> int:
-        raise UserError(f"`tokensift {name}` is not implemented yet")
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     from tokensift.data.inspect import add_inspect_parser
     from tokensift.train.config import TrainConfig
@@ -172,14 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     from tokensift.eval.cli import add_eval_parser
+    from tokensift.tso.cli import add_tso_parser
 
+    add_tso_parser(sub)
     add_eval_parser(sub)
-    for name, text in (
-        ("tso", "TSO: model matrix, judges, pair correction, mini-batch iterative DPO."),
-    ):
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("rest", nargs=argparse.REMAINDER)
-        p.set_defaults(func=not_yet(name))
     return parser
 
 

@@ -71,7 +71,7 @@ def coerce(value, tp, key: str):
             if isinstance(value, (dict, list)):
                 raise ValueError("expected a string")
             return str(value)
-        origin = typing.get_origin(tp)
+        origin = tp if tp in (list, dict) else typing.get_origin(tp)
         if origin in (list, dict):
             if isinstance(value, str):
                 value = json.loads(value) if value.strip()[:1] in "[{" else [v for v in value.split(",") if v]

@@ -41,6 +41,7 @@ def cmd_generate(args) -> int:
     config = config_from_args(TSOConfig, args, skip=SKIP)
     run = TSORun(config)
     print(run.describe())
+    run.begin()
     cells = run.fixed_cells()
     print(f"[tso] matrix: {len(cells)} fixed cells for {len(run.prompts.train_ids)} training prompts in "
           f"{run.out / 'matrix'} (the policy column is generated per round by `tokensift tso run`)")

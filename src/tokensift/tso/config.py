@@ -152,7 +152,7 @@ class TSOConfig:
     eval_samples: int = option(2, "Samples per held-out prompt in the before/after evaluation.")
     rounds: int = option(3, "K: the training prompts are split into K disjoint chunks (seeded); one round each.")
     seed: int = option(0, "Seed of the prompt split, the generators' sampling and training.")
-    generators: list = option([], "The model matrix: a list of {name, model|policy|column, size+stage|rank, "
+    generators: list[dict] = option([], "The model matrix: a list of {name, model|policy|column, size+stage|rank, "
                               "optional temperature, top_p, max_new_tokens, seed}. See docs/tso.md.")
     max_new_tokens: int = option(128, "Default answer length of every generator (tokens). Time grows with it.")
     temperature: float = option(0.8, "Default sampling temperature of every generator (0: greedy).")
@@ -165,7 +165,7 @@ class TSOConfig:
                           "min_rank_gap; best_vs_worst: one pair per prompt, top vs bottom rank.")
     min_rank_gap: int = option(1, "Smallest prior rank difference that makes a pair (rank_gap pairing), in ladder "
                                "levels: distinct size/stage (or rank) values are one level apart.")
-    judge: dict = option({}, "The AI-feedback judge, as for build_judge: {type: callable|reward_model|local_llm|"
+    judge: dict[str, object] = option({}, "The AI-feedback judge, as for build_judge: {type: callable|reward_model|local_llm|"
                          "http, ...}. Cached in output_dir/judge-cache.sqlite unless it sets its own cache.")
     flag_threshold: float = option(0.8, "A pair is flagged as a prior error when the judge prefers the prior's "
                                    "rejected response with at least this probability (in (0.5, 1]).")
@@ -173,7 +173,7 @@ class TSOConfig:
                                    "read when a round's pairs are corrected. `tokensift tso review` writes it.")
     unresolved: str = option("flip", "Flagged pairs without a human decision: flip (trust the judge), drop, keep "
                              "(trust the prior), or stop (halt the run so people can decide; rerun to go on).")
-    train: dict = option({}, "TrainConfig keys for each round's dual-clip training (beta, clip_chosen, "
+    train: dict[str, object] = option({}, "TrainConfig keys for each round's dual-clip training (beta, clip_chosen, "
                          "clip_rejected, learning_rate, epochs, batch_size, max_length, ...).")
     progress: bool = option(True, "Show progress bars.")
 

@@ -19,7 +19,6 @@ review keys (decisions, unresolved) and progress, which may change between rerun
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -53,9 +52,8 @@ from tokensift.tso.pairs import (
     read_decisions,
     review_rows,
 )
-from tokensift.tso.prompts import prepare_prompts
+from tokensift.tso.prompts import prepare_prompts, save_prompts
 
-log = logging.getLogger(__name__)
 REVIEW_KEYS = ("decisions", "unresolved", "progress")  # may change between reruns of one run
 TRAIN_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
                  "clip/chosen_fraction", "clip/rejected_fraction")
@@ -80,19 +78,22 @@ def open_judge(config: TSOConfig):
     return build_judge(spec)
 
 
-def check_run_config(config: TSOConfig, save: bool = True) -> None:
-    """Refuse to continue a run folder with other settings: its finished rounds were made with the old ones."""
+def check_run_config(config: TSOConfig) -> bool:
+    """Refuse to continue a run folder with other settings: its finished rounds were made with the old ones.
+    Returns whether the folder holds a started run."""
     path = Path(config.output_dir) / "tso-config.json"
-    names = [f.name for f in dataclasses.fields(TSOConfig) if f.name not in REVIEW_KEYS]
-    current = {name: getattr(config, name) for name in names}
-    if path.exists():
-        saved = read_json(path)
-        changed = [name for name in names if saved.get(name) != current[name]]
-        if changed:
-            raise UserError(f"{config.output_dir} holds a TSO run made with other settings ({', '.join(changed)} "
-                            "changed); restore them or choose another output_dir")
-    elif save:
-        write_json(path, current)
+    if not path.exists():
+        return False
+    saved = read_json(path)
+    changed = [name for name, value in run_settings(config).items() if saved.get(name) != value]
+    if changed:
+        raise UserError(f"{config.output_dir} holds a TSO run made with other settings ({', '.join(changed)} "
+                        "changed); restore them or choose another output_dir")
+    return True
+
+
+def run_settings(config: TSOConfig) -> dict:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(TSOConfig) if f.name not in REVIEW_KEYS}
 
 
 class TSORun:
@@ -102,12 +103,20 @@ class TSORun:
         self.config = config
         self.out = Path(config.output_dir)
         check_output_dir(self.out)
-        check_run_config(config)
+        self.started = check_run_config(config)
         self.specs = config.generator_specs()
-        self.prompts = prepare_prompts(config)
+        self.prompts = prepare_prompts(config, self.started)
         self.ranks = prior_ranks(self.specs, with_human=bool(config.human_column))
         self.policy_spec = next((s for s in self.specs if s.kind == "policy"), None)
         self._judge = judge
+
+    def begin(self) -> None:
+        """Mark the folder as this run's, right before the first real work: a run that failed on a bad
+        setting before that (a missing file, a bad judge) leaves nothing that would refuse the fixed setting."""
+        if not self.started:
+            save_prompts(self.config, self.prompts)
+            write_json(self.out / "tso-config.json", run_settings(self.config))
+            self.started = True
 
     @property
     def judge(self):
@@ -276,19 +285,21 @@ def run_tso(config: TSOConfig, judge=None) -> dict:
     """The whole pipeline; returns (and saves as report.json) the per-round reports and the evaluation."""
     run = TSORun(config, judge)
     print(run.describe())
+    judge = run.judge  # built now: a bad judge spec fails before an hour of generation, not after it
+    run.begin()
     fixed = run.fixed_cells()
     held = [run.prompts.records[i] for i in run.prompts.eval]
     before = None
     if held:
-        before = evaluate_model(run.out / "eval" / "before.json", config.model, held, run.judge, config,
+        before = evaluate_model(run.out / "eval" / "before.json", config.model, held, judge, config,
                                 eval_sampling(run))
         print(f"[tso] before training: {describe(summary(before, None, None))}")
     reports = [run_round(run, k, fixed) for k in range(1, config.rounds + 1)]
     final = reports[-1]["policy_out"]
     result = {"final_model": final, "rounds": reports}
     if held:
-        after = evaluate_model(run.out / "eval" / "after.json", final, held, run.judge, config, eval_sampling(run))
-        result["eval"] = summary(before, after, win_rate(before, after, held, run.judge))
+        after = evaluate_model(run.out / "eval" / "after.json", final, held, judge, config, eval_sampling(run))
+        result["eval"] = summary(before, after, win_rate(before, after, held, judge))
         print(f"[tso] evaluation: {describe(result['eval'])}")
     decided = read_decisions(config.decisions)
     if decided:
@@ -306,10 +317,9 @@ def run_tso(config: TSOConfig, judge=None) -> dict:
 def export_review(config, output: str | None, include_decided: bool) -> tuple[Path, int]:
     """`tokensift tso review`: every flagged pair of the run's judged rounds, in the decisions-file format."""
     run_dir = Path(config.output_dir)
-    if not (run_dir / "tso-config.json").exists():
+    if not check_run_config(config):
         raise UserError(f"{run_dir} holds no TSO run yet; start one with `tokensift tso run` first")
-    check_run_config(config, save=False)
-    records = prepare_prompts(config).records
+    records = prepare_prompts(config, started=True).records
     decisions = read_decisions(config.decisions)
     target = Path(output) if output else run_dir / "review.jsonl"
     if config.decisions and target.resolve() == Path(config.decisions).resolve():

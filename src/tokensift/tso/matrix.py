@@ -12,7 +12,6 @@ resumes at the first missing block and produces what an uninterrupted one would 
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from tokensift.shards import ShardStore
 from tokensift.tso.backends import open_sampler
 from tokensift.tso.config import HUMAN, GeneratorSpec
 from tokensift.tso.prompts import PromptRecord, content_id, read_matrix_rows
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

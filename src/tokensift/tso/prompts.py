@@ -158,25 +158,27 @@ class PromptSet:
     eval: list[str]
     chunks: list[list[str]]
     duplicates: int
+    payload: dict  # what prompts.json holds
 
     @property
     def train_ids(self) -> list[str]:
         return [pid for chunk in self.chunks for pid in chunk]
 
 
-def prepare_prompts(config) -> PromptSet:
-    """Load, split and save (or check against the saved split) the run's prompts."""
+def prepare_prompts(config, started: bool) -> PromptSet:
+    """Load and split the run's prompts; for a run that has `started`, check them against its prompts.json."""
     records, duplicates = load_prompts(config)
     plan = make_plan(records, config.eval_prompts, config.rounds, config.seed)
     path = Path(config.output_dir) / "prompts.json"
     payload = {"source": config.prompts or config.matrix_file, "duplicates_merged": duplicates, **plan,
                "prompts": [asdict(r) for r in records]}
-    if path.exists():
+    if started and path.exists():
         saved = json.loads(path.read_text())
         if {k: saved.get(k) for k in ("eval", "chunks", "prompts")} != {k: payload[k] for k in ("eval", "chunks", "prompts")}:
             raise UserError(f"{path}: the prompts or their split differ from those this run started with; "
                             "use a new output_dir (finished rounds were built from the old prompts)")
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(path, payload)
-    return PromptSet({r.id: r for r in records}, plan["eval"], plan["chunks"], duplicates)
+    return PromptSet({r.id: r for r in records}, plan["eval"], plan["chunks"], duplicates, payload)
+
+
+def save_prompts(config, prompts: PromptSet) -> None:
+    write_json_atomic(Path(config.output_dir) / "prompts.json", prompts.payload)
