@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from conftest import build_model
-from tokensift.eval.sampling import _trim, answer_logp_sums, encode_prompts, kl_estimate, sample_answers
+from tokensift.eval.sampling import answer_logp_sums, kl_estimate
+from tokensift.generate import _trim, encode_prompts, sample_answers
 from tokensift.generate import SamplingSettings
 
 PROMPTS = [[{"role": "user", "content": "Hi"}],

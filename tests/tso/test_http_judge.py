@@ -227,10 +227,14 @@ def test_missing_key_names_the_variable_and_sends_nothing(serve, monkeypatch):
 
 def test_client_side_rate_limit_spaces_requests(serve):
     server = serve(lambda n, body: logprob_answer(body))
-    judge_for(server, requests_per_minute=600).compare_many([(PROMPT, GOOD, BAD), (PROMPT, BAD, GOOD)])
-    times = [r["time"] for r in server.requests]
-    assert len(times) == 4
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.09  # 60 s / 600 = 0.1 s, minus clock slack
+    judge = judge_for(server, requests_per_minute=600)
+    started = time.monotonic()
+    judge.compare_many([(PROMPT, GOOD, BAD), (PROMPT, BAD, GOOD)])
+    elapsed = time.monotonic() - started
+    assert len(server.requests) == 4
+    # 60 s / 600 = 0.1 s between sends: 4 requests take at least 3 intervals. Measured on the client, where the
+    # limiter acts (arrival times at the server can bunch up on a loaded machine).
+    assert elapsed >= 0.3 - 0.01
 
 
 def test_connection_refused_is_retried_then_reported(monkeypatch):

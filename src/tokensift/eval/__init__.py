@@ -15,7 +15,8 @@ from tokensift.eval.judging import judge_answers
 from tokensift.eval.preference import evaluate_preferences, pair_margins, preference_metrics, score_pairs
 from tokensift.eval.prompts import load_prompt_set
 from tokensift.eval.report import write_results
-from tokensift.eval.sampling import answer_logp_sums, kl_estimate, sample_answers
+from tokensift.eval.sampling import answer_logp_sums, kl_estimate
+from tokensift.generate import sample_answers
 from tokensift.eval.stats import length_controlled_win_rate, logistic_fit, win_rate_summary
 
 __all__ = [
