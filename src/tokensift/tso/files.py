@@ -10,31 +10,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import uuid
 from pathlib import Path
 
-
-def _replace(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from tokensift.fsutil import write_json_atomic, write_text_atomic
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    _replace(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def write_json(path: Path, payload: dict) -> None:
-    _replace(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_json_atomic(path, payload)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -45,7 +31,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     for row in rows:
         writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
                          for k, v in row.items()})
-    _replace(path, buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
 
 
 def write_table(path: Path, rows: list[dict], columns: list[str]) -> None:
