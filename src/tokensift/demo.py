@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokensift.config import build, option
+from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
 
 TEMPLATES = (
@@ -126,7 +127,7 @@ def run_demo(config: DemoConfig) -> dict:
     after = mean_vader(policy, tokenizer, test, config, "answers after")
     result = {"vader_before": before, "vader_after": after, "test_prompts": len(test),
               "answers_per_prompt": config.eval_samples, "minutes": (time.perf_counter() - started) / 60, **report}
-    (out / "demo-report.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(out / "demo-report.json", result)
     print(f"\n[demo] mean VADER sentiment of fresh answers to {len(test)} held-out prompts: "
           f"{before:+.3f} before -> {after:+.3f} after SePO")
     print(f"[demo] open {report.get('heatmap')} to see which tokens the oracle rewards")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from tokensift.fsutil import write_text_atomic
+
 
 class StepMetrics:
     """Sums of per-pair metric values and of the weighted loss over one optimizer step (or an eval pass)."""
@@ -75,9 +77,7 @@ class MetricsLog:
         if not (self.enabled and self.path.exists()):
             return
         kept = [line for line in self.path.read_text().splitlines() if _step_of(line) is not None and _step_of(line) <= step]
-        tmp = self.path.with_name(f".tmp-{self.path.name}.{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
         if not self.enabled:

@@ -178,6 +178,10 @@ class TSOConfig:
     progress: bool = option(True, "Show progress bars.")
 
     def validate(self) -> None:
+        if self.judge:
+            from tokensift.tso.judges import check_judge_spec
+
+            check_judge_spec(self.judge)  # configs are saved with the run: no secret may be in one
         for name in ("rounds", "eval_samples", "generation_batch_size", "block_prompts", "min_rank_gap"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
