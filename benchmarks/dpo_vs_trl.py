@@ -6,6 +6,7 @@
 Same model, same pairs (the first steps x batch pairs of the HH-RLHF file), same batch (pairs per step), same
 max length, one epoch over exactly those pairs, each contender in its own process:
 - tokensift (as shipped): reference log-probs from the cache (the one-off caching pass is timed separately);
+- tokensift_ckpt: the same with gradient_checkpointing=true (TRL's default), for a like-for-like memory figure;
 - trl (as shipped): DPOConfig defaults (live reference model, gradient checkpointing on), fp32 as asked;
 - trl, no checkpointing: the same with gradient_checkpointing=False, for a like-for-like engine comparison;
 - trl, precomputed reference: precompute_ref_log_probs=True (both caching).
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakMemory, emit, machine, median, preference_examples, run_child  # noqa: E402
 
-CONTENDERS = ("tokensift", "trl_shipped", "trl_no_ckpt", "trl_precompute")
+CONTENDERS = ("tokensift", "tokensift_ckpt", "trl_shipped", "trl_no_ckpt", "trl_precompute")
 
 
 def pair_tokens(args) -> tuple[list, int]:
@@ -37,7 +38,7 @@ def pair_tokens(args) -> tuple[list, int]:
     return examples, sum(p.num_tokens for p in pairs)
 
 
-def run_tokensift(args, examples) -> dict:
+def run_tokensift(args, examples, checkpointing: bool = False) -> dict:
     import json
 
     from tokensift.train.config import TrainConfig
@@ -47,14 +48,15 @@ def run_tokensift(args, examples) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected}) + "\n"
                             for e in examples))
-    out = Path(args.out) / "tokensift"
+    out = Path(args.out) / ("tokensift-ckpt" if checkpointing else "tokensift")
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     config = TrainConfig(data=str(path), model=args.model, output_dir=str(out), loss="dpo", beta=0.1,
                          batch_size=args.batch_size, epochs=1.0, dtype=args.dtype, learning_rate=1e-6,
                          max_length=args.max_length, max_prompt_length=args.max_length // 2, progress=False,
-                         save_every=0, ref_cache_dir=str(Path(args.out) / "refcache-fresh"))
+                         save_every=0, ref_cache_dir=str(Path(args.out) / "refcache-fresh"),
+                         gradient_checkpointing=checkpointing)
     shutil.rmtree(config.ref_cache_dir, ignore_errors=True)
     t0 = time.perf_counter()
     with PeakMemory() as mem:
@@ -119,8 +121,8 @@ def run_trl(args, examples, variant: str) -> dict:
 
 def child(args) -> None:
     examples, tokens = pair_tokens(args)
-    if args.contender == "tokensift":
-        result = run_tokensift(args, examples)
+    if args.contender.startswith("tokensift"):
+        result = run_tokensift(args, examples, checkpointing=args.contender == "tokensift_ckpt")
     else:
         result = run_trl(args, examples, args.contender)
     result.update(contender=args.contender, tokens_per_step=tokens / args.steps,
@@ -154,13 +156,15 @@ def main() -> None:
     print(f"{'contender':16s}{'step s':>9s}{'tokens/s':>10s}{'peak MB':>10s}{'setup s':>10s}")
     for name, r in results.items():
         print(f"{name:16s}{r['step_s']:9.2f}{r['tokens_per_s']:10.0f}{r['peak_mb']:10.0f}{r['cache_s']:10.1f}")
-    if "tokensift" in results:
-        ours = results["tokensift"]
+    for mine in ("tokensift", "tokensift_ckpt"):
+        if mine not in results:
+            continue
+        ours = results[mine]
         for name, target in (("trl_shipped", 1.5), ("trl_no_ckpt", None), ("trl_precompute", 1.2)):
             if name in results:
                 r = results[name]
                 goal = f" (target >= {target})" if target else ""
-                print(f"tokensift/{name}: throughput {ours['tokens_per_s'] / r['tokens_per_s']:.2f}x{goal}, "
+                print(f"{mine}/{name}: throughput {ours['tokens_per_s'] / r['tokens_per_s']:.2f}x{goal}, "
                       f"peak memory {ours['peak_mb'] / r['peak_mb']:.2f}x (target <= 0.8)")
 
 

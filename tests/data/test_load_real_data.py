@@ -33,3 +33,25 @@ def test_alpacaeval_pairs_all_rows_valid():
     metadata = result.examples[0].metadata
     assert set(metadata) == {"chosen_model", "rejected_model", "judge_confidence"}
     assert all(len(example.prompt) == 1 for example in result.examples)
+
+
+def test_data_inspect_cli_reports_the_valid_pairs_and_lengths(capsys, tokenizer, tmp_path, monkeypatch):
+    """`tokensift data inspect` on the real HH file: 1,751 valid pairs, formats, and token-length percentiles
+    (tokenised here with the tiny test tokenizer saved to a folder, so no default model is needed)."""
+    from conftest import shared_data
+
+    from tokensift.cli import main
+
+    path = shared_data("hh-rlhf-harmless-test.dev.jsonl.gz")
+    tokenizer.save_pretrained(tmp_path / "tok")
+    import json as _json
+
+    (tmp_path / "tok" / "config.json").write_text(_json.dumps({"model_type": "llama"}))
+    report = tmp_path / "report.json"
+    assert main(["data", "inspect", str(path), "--model", str(tmp_path / "tok"), "--show", "1", "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "1,751 rows read, 1,751 valid, 0 skipped" in out
+    assert "implicit_dialogue 1,751" in out
+    assert out.rstrip().endswith("1,751 valid pairs")
+    lengths = _json.loads(report.read_text())["tokens"]["lengths"]
+    assert lengths["prompt"]["p50"] > 0 and lengths["chosen"]["max"] >= lengths["chosen"]["p99"]
