@@ -81,6 +81,17 @@ def test_model_fingerprint_follows_content(tmp_path, model_dir):
     assert model_fingerprint(str(model_dir)) != first
 
 
+def test_model_fingerprint_ignores_run_cards(model_dir):
+    """Two runs that save bit-identical weights differ only in the timings of their run cards; a reference
+    cache keyed on the model must not tell them apart (it made TSO's round-2 cache miss after a resume)."""
+    first = model_fingerprint(str(model_dir))
+    (model_dir / "run_card.json").write_text(json.dumps({"tokens_per_second": 123.4}))
+    (model_dir / "tokenizer_config.json").write_text("{}")
+    assert model_fingerprint(str(model_dir)) == first
+    (model_dir / "model.safetensors").write_bytes((model_dir / "model.safetensors").read_bytes() + b" ")
+    assert model_fingerprint(str(model_dir)) != first
+
+
 def test_lora_training_saves_merged_model_and_adapter(tmp_path, model_dir):
     from tokensift.train.loop import train
 

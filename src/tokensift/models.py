@@ -251,17 +251,27 @@ def describe_model(model) -> str:
     return f"{type(model).__name__}: {params / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trainable)"
 
 
+MODEL_JSON = ("config.json", "adapter_config.json")
+
+
+def is_model_file(name: str) -> bool:
+    """Files that decide what a model computes: its config and its weights (with their shard index)."""
+    return name in MODEL_JSON or name.endswith((".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json"))
+
+
 def model_fingerprint(name_or_path: str) -> str:
     """A content fingerprint of a model's files, cheap even for large checkpoints.
 
-    Hashes config.json and, for every weight file, its name, size and its first and last 4 MiB. Fine-tuning
-    changes every tensor, so this tells checkpoints apart without reading gigabytes.
+    Hashes the model's own files (config.json, adapter_config.json, weight indexes, and for every weight file
+    its name, size and its first and last 4 MiB). Fine-tuning changes every tensor, so this tells checkpoints
+    apart without reading gigabytes. Other files beside the weights (a run card with its timings, tokenizer
+    files, which have their own fingerprint) are left out: two bit-identical models get the same key.
     """
     folder = Path(resolve_model(name_or_path))
     if not folder.exists():
         return hashlib.sha256(f"hub:{name_or_path}".encode()).hexdigest()
     digest = hashlib.sha256()
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_model_file(p.name))
     for path in files:
         size = path.stat().st_size
         digest.update(f"{path.name}:{size}".encode())
