@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import CORPUS, build_tokenizer
-from tokensift.sepo.mass import pair_mass_curve
+from tokensift.sepo.mass import absolute_mass_share, pair_mass_curve
 from tokensift.sepo.project import continuation_offsets, project_scores
 from tokensift.sepo.select import Selection, selection_masks
 
@@ -72,6 +72,19 @@ def test_reward_mass_curve_by_hand():
     assert curve[0] == 0.0 and curve[-1] == pytest.approx(1.0)
     assert curve[5] == pytest.approx(3 / 5)  # 25% of tokens -> the first token, 3/5 of the gap
     assert pair_mass_curve(np.array([0.0]), np.array([1.0])) is None  # the oracle ranks the pair wrongly
+
+
+def test_absolute_mass_share_by_hand():
+    # |contributions| 4, 3, 2, 1 (total 10): 80% = 8 needs 4 + 3 + 2 -> 3 of 4 tokens
+    assert absolute_mass_share(np.array([4.0, -2.0]), np.array([3.0, 1.0])) == 0.75
+    # one token carries everything -> 1 of 5 tokens
+    assert absolute_mass_share(np.array([0.0, 5.0, 0.0]), np.array([0.0, 0.0])) == 0.2
+    assert absolute_mass_share(np.array([0.0]), np.array([0.0])) is None
+    # signed contributions overshoot where some pull against the label: chosen [3, -2], rejected [0] -> gap 1;
+    # 3 alone is 300% of the gap, so 1 of 3 tokens "carries 80%", while the absolute mass needs 2 of 3
+    share, curve = pair_mass_curve(np.array([3.0, -2.0]), np.array([0.0]))
+    assert share == pytest.approx(1 / 3) and max(curve) == pytest.approx(3.0)
+    assert absolute_mass_share(np.array([3.0, -2.0]), np.array([0.0])) == pytest.approx(2 / 3)
 
 
 def test_projection_preserves_mass_and_follows_characters():
