@@ -5,7 +5,8 @@
 1. 400 prompts written here (10 templates x 40 topics), split 320 train / 80 test.
 2. The default model samples 4 answers per train prompt; the gold reward is VADER sentiment (PyPI
    vaderSentiment, a real external scorer); the most and least positive answers form each pair.
-3. DPO, SimPO and SePO train from the same start with the same budget (same pairs, steps, batch, learning rate);
+3. DPO, SimPO and SePO train from the same start with the same budget (same pairs, steps, batch, learning rate),
+   and SePO once more at a fifth of the learning rate (it has no reference to hold it near the start);
    SePO's oracle is DPO on 30% of the pairs, and SePO trains on k = 0.3 of each response's tokens.
 4. Every 10 steps each method is evaluated on fresh samples for the test prompts: gold reward (mean VADER)
    against KL(policy || start) (the Monte-Carlo estimate on the same samples): the reward-KL frontier.
@@ -27,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+METHODS = {"dpo": ("DPO", "tab:blue"), "simpo": ("SimPO", "tab:orange"), "sepo": ("SePO (k=0.3)", "tab:red"),
+           "sepo-slow": ("SePO (k=0.3), lr / 5", "tab:purple")}
 TEMPLATES = (
     "Describe your last visit to {} in one sentence.", "What do you think about {}? Answer in one sentence.",
     "Write a one-sentence review of {}.", "Tell a friend about {} in one sentence.",
@@ -59,8 +62,7 @@ def vader_scorer():
 
 
 def build_pairs(args, out: Path, tokenizer, model) -> Path:
-    from tokensift.eval.sampling import sample_answers
-    from tokensift.generate import SamplingSettings
+    from tokensift.generate import SamplingSettings, sample_answers
 
     path = out / "pairs.jsonl"
     if path.exists():
@@ -119,6 +121,9 @@ def train_methods(args, out: Path, pairs_path: Path) -> dict:
         "sepo": {"loss": "sepo", "scores": str(out / "scores"), "k_chosen": 0.3, "k_rejected": 0.3,
                  "sepo_gamma": args.sepo_gamma},
     }
+    # SePO has no reference to hold it back: the same run at a smaller learning rate traces its frontier at
+    # the KL the baselines reach.
+    methods["sepo-slow"] = {**methods["sepo"], "learning_rate": args.sepo_slow_lr}
     for name, extra in methods.items():
         config = build(TrainConfig, {**common, **extra, "output_dir": str(out / name)})
         t0 = time.perf_counter()
@@ -153,8 +158,8 @@ def load_point(args, path: Path | None):
 
 
 def evaluate(args, out: Path, tokenizer, base) -> dict:
-    from tokensift.eval.sampling import answer_logp_sums, kl_estimate, sample_answers
-    from tokensift.generate import SamplingSettings
+    from tokensift.eval.sampling import answer_logp_sums, kl_estimate
+    from tokensift.generate import SamplingSettings, sample_answers
 
     path = out / "frontier.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -162,7 +167,7 @@ def evaluate(args, out: Path, tokenizer, base) -> dict:
     messages = [[{"role": "user", "content": p}] for p in test]
     _, score = vader_scorer()
     settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=80, seed=7)
-    for name in ("dpo", "simpo", "sepo"):
+    for name in METHODS:
         for step, ckpt in checkpoints(out, name):
             key = f"{name}@{step}"
             if key in results or (step == 0 and "start@0" in results):
@@ -214,6 +219,15 @@ def key_token_precision(args, out: Path, tokenizer) -> dict:
             "precision_random_expected": expected / picked, "lift": (hit / picked) / (expected / picked)}
 
 
+def training_compute(folder: Path) -> dict:
+    """Steps, pairs, wall time and the median step time (robust to a machine pause during one step)."""
+    card = json.loads((folder / "final" / "run_card.json").read_text())
+    steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    times = [r["step_time_s"] for r in steps if "step_time_s" in r]
+    return {"steps": card["steps"], "pairs": card["data"]["train_pairs"], "train_seconds": card["seconds"],
+            "median_step_seconds": float(np.median(times)) if times else None}
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -222,11 +236,13 @@ def plot(results: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4.2))
     start = results["start@0"]
-    for name, colour in (("dpo", "tab:blue"), ("simpo", "tab:orange"), ("sepo", "tab:red")):
+    for name, (label, colour) in METHODS.items():
         points = sorted([r for k, r in results.items() if k.startswith(name + "@")], key=lambda r: r["step"])
+        if not points:
+            continue
         xs = [start["kl_kl"]] + [r["kl_kl"] for r in points]
         ys = [start["reward"]] + [r["reward"] for r in points]
-        ax.plot(xs, ys, marker="o", color=colour, label=name.upper() if name != "sepo" else "SePO (k=0.3)")
+        ax.plot(xs, ys, marker="o", color=colour, label=label)
     ax.set_xlabel("KL(policy || start), nats per answer (Monte-Carlo)")
     ax.set_ylabel("gold reward: mean VADER compound")
     ax.set_title("Controlled sentiment: reward vs KL (80 held-out prompts)")
@@ -246,6 +262,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--sepo-gamma", type=float, default=1.0)
+    parser.add_argument("--sepo-slow-lr", type=float, default=2e-6, help="learning rate of the second SePO run")
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--eval-samples", type=int, default=2)
     args = parser.parse_args()
@@ -263,9 +280,7 @@ def main() -> None:
     results = evaluate(args, out, tokenizer, base)
     precision = key_token_precision(args, out, tokenizer)
     plot(results, docs / "frontier.png")
-    cards = {m: json.loads((out / m / "final" / "run_card.json").read_text()) for m in ("dpo", "simpo", "sepo", "oracle")}
-    compute = {m: {"steps": c["steps"], "train_seconds": c["seconds"], "pairs": c["data"]["train_pairs"]}
-               for m, c in cards.items()}
+    compute = {m: training_compute(out / m) for m in (*METHODS, "oracle")}
     summary = {"frontier": results, "key_token_precision": precision, "compute": compute,
                "stage_seconds": seconds, "total_minutes": (time.perf_counter() - started) / 60,
                "settings": vars(args)}
