@@ -123,6 +123,19 @@ def train_methods(args, out: Path, data: Path, scores: Path, prefix: str, method
         run_training(build(TrainConfig, values))
 
 
+def training_compute(out: Path) -> dict:
+    """Per training run (named by its folder): steps, pairs, wall seconds and the median step time."""
+    compute = {}
+    for card_path in sorted(out.glob("*/final/run_card.json")):
+        folder = card_path.parent.parent
+        card = json.loads(card_path.read_text())
+        lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
+        times = [r["step_time_s"] for r in map(json.loads, filter(str.strip, lines)) if "step_time_s" in r]
+        compute[folder.name] = {"steps": card["steps"], "pairs": card["data"]["train_pairs"], "seconds": card["seconds"],
+                                "median_step_seconds": float(np.median(times)) if times else None}
+    return compute
+
+
 class Evaluator:
     """Held-out preference accuracy; the start model's log-probs are computed once per test set."""
 
@@ -209,9 +222,7 @@ def main() -> None:
         results["part_b_hh"][name] = {"hh": evaluator.accuracy(path, hh_test),
                                       "alpacaeval": evaluator.accuracy(path, alpaca_test)}
         print(f"[realdata] HH {name}: {results['part_b_hh'][name]}")
-    cards = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/final/run_card.json")}
-    results["compute"] = {k: {"steps": c["steps"], "seconds": c["seconds"], "pairs": c["data"]["train_pairs"]}
-                          for k, c in sorted(cards.items())}
+    results["compute"] = training_compute(out)
     results["reward_mass_alpacaeval"] = mass
     results["reward_mass_hh"] = hh_mass
     results["settings"] = vars(args)

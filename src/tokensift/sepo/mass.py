@@ -119,7 +119,7 @@ def save_summary(summary: dict, folder: str | Path, title: str = "reward mass") 
     curve = summary["curve"]
     x = np.asarray(curve["token_share"]) * 100
     ax.plot(x, np.asarray(curve.get("gap_share_median", curve["gap_share_mean"])) * 100, marker="o", ms=3,
-            label="median pair")
+            label="median over pairs")
     ax.axhline(80, color="grey", lw=0.8, ls="--")
     median = summary["token_share_for_80pct_gap"]["median"] * 100
     ax.axvline(median, color="tab:red", lw=0.8, ls="--", label=f"median {median:.0f}% of tokens for 80% of the gap")
