@@ -13,9 +13,8 @@ from tokensift.eval.judging import judge_answers
 from tokensift.eval.loading import check_same_tokenizer, free_memory, load_eval_model, resolve_device
 from tokensift.eval.prompts import PromptSet, load_prompt_set
 from tokensift.eval.sampling import answer_logp_sums, kl_estimate
-from tokensift.generate import Sample, sample_answers
 from tokensift.eval.stats import mean_and_stderr
-from tokensift.generate import SamplingSettings
+from tokensift.generate import Sample, SamplingSettings, sample_answers
 from tokensift.models import load_tokenizer
 from tokensift.tso.judges import build_judge
 

@@ -1,4 +1,4 @@
-"""Sample answers keeping their token ids, score them teacher-forced, and estimate KL(policy || reference).
+"""Score sampled answers teacher-forced and estimate KL(policy || reference).
 
 Sampling itself is `generate.sample_answers` (it keeps the sampled ids, EOS included, and samples from the
 model's own distribution, which the KL estimate below needs to be unbiased).

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tokensift.fsutil import write_json_atomic
 from tokensift.tso.backends import open_sampler
-from tokensift.tso.files import read_json, write_json
+from tokensift.tso.files import read_json
 
 EVAL_SEED_OFFSET = 4243  # any fixed number: the same seed before and after
 
@@ -47,7 +48,7 @@ def evaluate_model(path: Path, model: str, prompts: list, judge, config, samplin
         for row, score in zip(rows, scores):
             row["score"] = float(score)
         result["mean_score"] = sum(scores) / len(scores)
-    write_json(path, result)
+    write_json_atomic(path, result)
     return result
 
 

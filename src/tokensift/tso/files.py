@@ -12,15 +12,11 @@ import io
 import json
 from pathlib import Path
 
-from tokensift.fsutil import write_json_atomic, write_text_atomic
+from tokensift.fsutil import write_text_atomic
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-def write_json(path: Path, payload: dict) -> None:
-    write_json_atomic(path, payload)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

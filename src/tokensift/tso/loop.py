@@ -23,13 +23,13 @@ from collections import Counter
 from pathlib import Path
 
 from tokensift.errors import UserError
+from tokensift.fsutil import write_json_atomic
 from tokensift.train.outputs import check_output_dir
 from tokensift.tso.config import TSOConfig, prior_ranks
 from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
 from tokensift.tso.files import (
     read_json,
     read_jsonl,
-    write_json,
     write_jsonl,
     write_table,
 )
@@ -115,7 +115,7 @@ class TSORun:
         setting before that (a missing file, a bad judge) leaves nothing that would refuse the fixed setting."""
         if not self.started:
             save_prompts(self.config, self.prompts)
-            write_json(self.out / "tso-config.json", run_settings(self.config))
+            write_json_atomic(self.out / "tso-config.json", run_settings(self.config))
             self.started = True
 
     @property
@@ -174,7 +174,7 @@ def round_judgements(run: TSORun, folder: Path, candidates: list[dict]) -> tuple
         return [Pair.from_row(r) for r in read_jsonl(path)], read_json(folder / "pairing.json")
     pairs, counts = build_pairs(candidates_from_rows(candidates), run.config.pairing, run.config.min_rank_gap)
     judge_pairs(pairs, run.prompts.records, run.judge)
-    write_json(folder / "pairing.json", dict(counts))
+    write_json_atomic(folder / "pairing.json", dict(counts))
     write_jsonl(path, [p.to_row() for p in pairs])
     return pairs, dict(counts)
 
@@ -196,7 +196,7 @@ def round_corrections(run: TSORun, k: int, folder: Path, pairs: list[Pair]) -> d
     summary_ = {"counts": dict(result.counts), "decisions_file": config.decisions, "unresolved_policy": config.unresolved,
                 "flag_threshold": config.flag_threshold}
     write_jsonl(folder / "decisions-applied.jsonl", result.applied)
-    write_json(folder / "corrections.json", summary_)
+    write_json_atomic(folder / "corrections.json", summary_)
     write_jsonl(path, result.train_rows)
     return summary_
 
@@ -242,8 +242,8 @@ def run_round(run: TSORun, k: int, fixed: dict) -> dict:
         "pairing": pairing, "corrections": corrections["counts"],
         "train": {"steps": steps, **{m: metrics[m] for m in TRAIN_METRICS if m in metrics}},
     }
-    write_json(folder / "report.json", report)
-    write_json(done, report)
+    write_json_atomic(folder / "report.json", report)
+    write_json_atomic(done, report)
     print(format_round(report))
     return report
 
@@ -309,7 +309,7 @@ def run_tso(config: TSOConfig, judge=None) -> dict:
         if result["decisions_unmatched"]:
             print(f"[tso] warning: {len(result['decisions_unmatched'])} of {len(decided)} decisions in "
                   f"{config.decisions} match no pair of this run (first: {result['decisions_unmatched'][0]})")
-    write_json(run.out / "report.json", result)
+    write_json_atomic(run.out / "report.json", result)
     print(f"[tso] final model: {final}; report: {run.out / 'report.json'}")
     return result
 
