@@ -3,9 +3,17 @@
 On a machine without an accelerator, accelerate only forms a multi-process (gloo) group when told the run is
 on CPU; `on_cpu()` says so, so `accelerate launch --multi_gpu --num_processes N` (or torchrun) also works on
 CPU-only hosts, which is how the CI checks multi-process training and scoring.
+
+DeepSpeed launches on such hosts are the exception: accelerate silently drops DeepSpeed when told cpu=True,
+and without a named backend it counts one process however many were launched. DeepSpeed has its own CPU
+accelerator, so there we ask for a gloo group and leave cpu off: a DeepSpeed launch really runs DeepSpeed.
+FSDP launches are dropped the same way; `fsdp_on_cpu` selects FSDP2 (which runs on gloo) after the fact. The CI
+tests both sharded paths on CPU this way.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -19,7 +27,48 @@ def on_cpu() -> bool:
     return not (mps is not None and mps.is_available())
 
 
+def deepspeed_on_cpu() -> bool:
+    return on_cpu() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def accelerator_options() -> dict:
+    """The `cpu` flag (and, for DeepSpeed on a CPU host, the gloo backend) an `Accelerator` is created with."""
+    if deepspeed_on_cpu():
+        from accelerate.utils import InitProcessGroupKwargs
+
+        return {"cpu": False, "kwargs_handlers": [InitProcessGroupKwargs(backend="gloo")]}
+    return {"cpu": on_cpu()}
+
+
 def partial_state():
     from accelerate import PartialState
 
+    if deepspeed_on_cpu():
+        return PartialState(cpu=False, backend="gloo")
     return PartialState(cpu=on_cpu())
+
+
+def fsdp_on_cpu(accelerator) -> None:
+    """Turn a CPU multi-process run launched with FSDP into an FSDP run.
+
+    With cpu=True accelerate forms a MULTI_CPU (DDP-style) group and drops the FSDP config without a word:
+    AcceleratorState only selects FSDP for accelerator devices. FSDP2 itself works on gloo, so select it the
+    way AcceleratorState would (this reaches into accelerate's state; tests/distributed checks it still works).
+    """
+    from accelerate.state import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    from tokensift.errors import UserError
+
+    if accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    plugin = FullyShardedDataParallelPlugin()  # read from the launcher's FSDP_* environment, as accelerate does
+    if plugin.fsdp_version != 2:
+        raise UserError("FSDP on a CPU-only host needs fsdp_version 2 (FSDP1 is not supported there)")
+    state = accelerator.state
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.fsdp_plugin = plugin
+    state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP

@@ -17,6 +17,7 @@ Two exact shortcuts, both covered by tests against the full-logits path:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -174,8 +175,10 @@ class ChunkedHeadLogProbs(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
 
 
-@dataclass
-class TokenLogps:
+class TokenLogps(NamedTuple):
+    """A named tuple so that DeepSpeed ZeRO-3 sees (and hooks) its tensors: it re-gathers the head weight for the
+    backward pass when the gradient reaches these outputs."""
+
     logps: torch.Tensor  # [N, R] float32, zero where mask is False
     kl: torch.Tensor | None  # [N, R] KL(ref || policy) per label (TDPO), zero where mask is False
     ref_logps: torch.Tensor | None  # [N, R] the reference's log-probs of the same labels (TDPO)
@@ -244,6 +247,17 @@ class LabelLogps(torch.nn.Module):
 
     def forward(self, input_ids, prompt_lens, mask, ref_model=None, packed=None) -> TokenLogps:
         return token_logps(self.model, input_ids, prompt_lens, mask, ref_model, packed)
+
+    @property
+    def _no_split_modules(self):
+        # FSDP's transformer auto-wrap reads the decoder layer class from the module it wraps
+        return getattr(unwrap(self.model), "_no_split_modules", None)
+
+    def tie_weights(self, *args, **kwargs):
+        # accelerate's FSDP2 prepare (cpu_ram_efficient_loading) moves the model to meta and back, then re-ties
+        # through this method of the module it was given; without it tied embeddings / LM head come apart.
+        if hasattr(self.model, "tie_weights"):
+            return self.model.tie_weights(*args, **kwargs)
 
 
 def full_logits_logps(model, input_ids: torch.Tensor, prompt_lens: torch.Tensor, mask: torch.Tensor):

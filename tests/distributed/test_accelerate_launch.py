@@ -1,55 +1,23 @@
 """Two processes under `accelerate launch` (gloo, CPU) against one process with the same global batch."""
 
-import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from conftest import build_model, write_pairs
+from launching import launch, make_setup, score_job, train_job
 from tokensift.sepo.score import load_scores
 from tokensift.train.metrics import read_metrics
-
-DRIVER = Path(__file__).with_name("driver.py")
-
-
-def launch(job: dict, processes: int, port: int) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    if processes == 1:
-        cmd = [sys.executable, str(DRIVER), json.dumps(job)]
-    else:
-        accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-        # --multi_gpu picks accelerate's multi-process launcher; on a CPU-only host tokensift forms a gloo group
-        cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-               str(DRIVER), json.dumps(job)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
 
 
 @pytest.fixture
 def setup(tmp_path, tokenizer):
-    paths = {}
-    for name, seed in (("policy", 0), ("oracle", 1)):
-        paths[name] = tmp_path / name
-        build_model(len(tokenizer), seed=seed).save_pretrained(paths[name])
-        tokenizer.save_pretrained(paths[name])
-    paths["data"] = write_pairs(tmp_path / "pairs.jsonl", n=16)
-    return paths
+    return make_setup(tmp_path, tokenizer)
 
 
 def test_two_process_scoring_equals_one_process(tmp_path, setup):
     scores = {}
     for processes in (1, 2):
         out = tmp_path / f"scores-{processes}"
-        job = {"kind": "score", "config": {"data": str(setup["data"]), "oracle": str(setup["oracle"]),
-                                           "reference": str(setup["policy"]), "output_dir": str(out),
-                                           "progress": False, "chunk_pairs": 3}}
-        launch(job, processes, 29611)
+        launch(score_job(setup, out, chunk_pairs=3), processes, 29611)
         scores[processes] = load_scores(out)[1]
     one, two = scores[1], scores[2]
     assert sorted(one) == sorted(two) == list(range(16))  # the same rows, none missing, none twice
@@ -71,15 +39,12 @@ def test_two_process_training_equals_one_process(tmp_path, setup, loss):
     extra = {}
     if loss == "sepo":
         score_dir = tmp_path / "scores"
-        launch({"kind": "score", "config": {"data": str(setup["data"]), "oracle": str(setup["oracle"]),
-                                            "reference": str(setup["policy"]), "output_dir": str(score_dir),
-                                            "progress": False}}, 1, 0)
+        launch(score_job(setup, score_dir), 1, 0)
         extra = {"scores": str(score_dir), "k_chosen": 0.5, "k_rejected": 0.5}
     logs = {}
     for processes, batch in ((1, 4), (2, 2)):  # the same global batch of 4 pairs
         out = tmp_path / f"{loss}-{processes}"
-        job = {"kind": "train", "tmp": str(tmp_path), "model": str(setup["policy"]), "data": str(setup["data"]),
-               "config": {"loss": loss, "batch_size": batch, "epochs": 2.0, "output_dir": str(out), **extra}}
+        job = train_job(tmp_path, setup, loss=loss, batch_size=batch, epochs=2.0, output_dir=str(out), **extra)
         launch(job, processes, 29612 if loss == "dpo" else 29613)
         logs[processes] = read_metrics(out / "metrics.jsonl")
     one = [r["loss"] for r in logs[1] if "loss" in r]

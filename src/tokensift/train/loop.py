@@ -22,12 +22,13 @@ from tqdm.auto import tqdm
 
 from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
-from tokensift.distributed import on_cpu
+from tokensift.distributed import accelerator_options, fsdp_on_cpu
 from tokensift.errors import UserError
 from tokensift.logprobs import LabelLogps, can_pack
 from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, same_tokenizer,
                               tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
+from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
 from tokensift.train.data import PairSet, Schedule, load_pairs, micro_batches, split_eval
 from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
@@ -90,29 +91,15 @@ def make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
     trackers = [t.strip() for t in config.trackers.split(",") if t.strip()]
-    return Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
-                       project_dir=config.output_dir, cpu=on_cpu())
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
+                              project_dir=config.output_dir, **accelerator_options())
+    fsdp_on_cpu(accelerator)
+    return accelerator
 
 
 def check_backend(accelerator, config: TrainConfig) -> None:
-    """Refuse distributed set-ups this engine does not handle correctly yet, before any work."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        return
-    plugin = accelerator.state.deepspeed_plugin
-    if plugin.zero_stage == 3:
-        raise UserError(
-            "DeepSpeed ZeRO-3 is not supported yet: the LM head runs outside its module (only at the positions a "
-            "loss reads), where ZeRO-3 keeps the weight partitioned. Use FSDP2 (configs/accelerate/fsdp2.yaml) or "
-            "ZeRO-2 (configs/accelerate/zero2.yaml)"
-        )
-    steps = plugin.deepspeed_config.get("gradient_accumulation_steps")
-    if steps not in (None, "auto", config.grad_accum):
-        raise UserError(
-            f"DeepSpeed's gradient_accumulation_steps ({steps}) must equal grad_accum ({config.grad_accum}): "
-            "DeepSpeed steps its optimizer on its own count of backward passes"
-        )
+    """Set up DeepSpeed's config from ours before any work (it contradicts nothing, or we stop here)."""
+    ds_setup.configure(accelerator, config)
 
 
 def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model) -> dict:
@@ -134,10 +121,13 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
         missing = cache.missing(part.pairs)
         accelerator.wait_for_everyone()
         if missing:
-            model = policy_model if config.reference in (None, config.model) else None
+            # Under ZeRO-3 the policy's weights are partitioned: the reference pass loads a whole copy instead.
+            same = config.reference in (None, config.model) and ds_setup.zero_stage(accelerator) != 3
+            model = policy_model if same else None
             if model is None:
-                model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                   device=accelerator.device)
+                with ds_setup.whole_weights(accelerator):
+                    model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                       device=accelerator.device)
             model.eval()
             cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device)
             accelerator.wait_for_everyone()
@@ -166,8 +156,9 @@ class Trainer:
         self.ref_model = None
         self.ref_sums = None
         if config.loss == "tdpo":
-            self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
-                                        trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
+            with ds_setup.whole_weights(self.accelerator):
+                self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
+                                            trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
             self.ref_model.requires_grad_(False).eval()
         elif config.needs_reference:
             self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
@@ -179,10 +170,15 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                       weight_decay=config.weight_decay)
-        self.wrapper, self.optimizer = self.accelerator.prepare(LabelLogps(self.model), optimizer)
+        wrapper = LabelLogps(self.model)
+        self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
+        if ds_setup.zero_stage(self.accelerator) == 3:
+            ds_setup.register_head(wrapper, self.model)
+        self.wrapper, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
         # Not handed to accelerate: its scheduler wrapper steps once per process, which would make the schedule
-        # depend on the number of processes. Ours is defined in global optimizer steps.
-        self.scheduler = make_scheduler(self.optimizer.optimizer, config, self.schedule.total_steps)
+        # depend on the number of processes. Ours is defined in global optimizer steps, on the torch optimizer
+        # every backend keeps stepping (DeepSpeed's ZeRO optimizers step it with its own param_groups).
+        self.scheduler = make_scheduler(optimizer, config, self.schedule.total_steps)
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", self.accelerator.is_main_process)
 
     # ------------------------------------------------------------------------------------------------ batches
@@ -216,26 +212,44 @@ class Trainer:
             if len(part) == 0:  # a short last batch: keep every process in step with a zero-weight pass
                 part, weight = indices[:1], 0.0
             batch = self.build_batch([pairs[i] for i in part])
-            sync = m == len(micro) - 1 or acc.num_processes == 1
-            context = acc.no_sync(self.wrapper) if not sync else contextlib.nullcontext()
+            last = m == len(micro) - 1
+            if self.deepspeed:
+                self.wrapper.set_gradient_accumulation_boundary(last)
+            sync = last or acc.num_processes == 1
+            context = acc.no_sync(self.wrapper) if not sync and not self.deepspeed else contextlib.nullcontext()
             with context:
                 out = self.forward_loss(batch)
                 scaled = out.loss * (weight * out.count / global_units * acc.num_processes)
-                acc.backward(scaled)
+                if self.deepspeed:  # already weighted by its share of the global batch: no division by grad_accum
+                    self.wrapper.backward(scaled, scale_wrt_gas=False)
+                else:
+                    acc.backward(scaled)
             if weight:
                 metrics.add(out, batch.num_examples, batch.num_tokens)
-        # Measured even when clipping is off (max_norm=inf scales by exactly 1): a non-finite gradient with a
-        # finite loss must not reach the optimizer.
-        norm = acc.clip_grad_norm_(self.wrapper.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-        grad_norm = None if norm is None else float(norm)
         result = metrics.reduce(acc)
+        if self.deepspeed:
+            grad_norm = self.deepspeed_step()
+        else:
+            # Measured even when clipping is off (max_norm=inf scales by exactly 1): a non-finite gradient with a
+            # finite loss must not reach the optimizer.
+            norm = acc.clip_grad_norm_(self.wrapper.parameters(),
+                                       cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+            grad_norm = None if norm is None else float(norm)
         finite = math.isfinite(result["loss"]) and (grad_norm is None or math.isfinite(grad_norm))
         if finite:
-            self.optimizer.step()
+            if not self.deepspeed:
+                self.optimizer.step()
             self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.deepspeed:
+            self.optimizer.zero_grad(set_to_none=True)
         result["grad_norm"] = grad_norm
         return result, finite
+
+    def deepspeed_step(self) -> float | None:
+        """DeepSpeed clips, steps and clears the gradients; it skips the update when their norm is not finite."""
+        self.wrapper.step()
+        norm = self.wrapper.get_global_grad_norm()
+        return None if norm is None else float(norm)
 
     @torch.no_grad()
     def evaluate(self) -> dict | None:
@@ -340,8 +354,9 @@ class Trainer:
         # Under FSDP / ZeRO-3 the full weights exist only once gathered, a collective every process joins.
         full_state = None
         if ckpt.is_sharded(acc):
-            gathered = acc.get_state_dict(self.wrapper)
-            full_state = {k.removeprefix("model."): v for k, v in gathered.items()}
+            gathered = acc.get_state_dict(self.wrapper)  # ZeRO-3 returns it on the main process only
+            if gathered is not None:
+                full_state = {k.removeprefix("model."): v for k, v in gathered.items()}
         if acc.is_main_process:
             save_final(final, acc.unwrap_model(self.wrapper).model, self.tokenizer, cfg, self.data, total,
                        train_metrics, eval_metrics, time.perf_counter() - started, state_dict=full_state)

@@ -50,6 +50,18 @@ def versions() -> dict:
             "accelerate": accelerate.__version__, "python": sys.version.split()[0], "platform": platform.platform()}
 
 
+def share_tied(state_dict: dict, model) -> dict:
+    """Gathered shards arrive as separate tensors: alias tied weights again (embeddings and LM head), so that
+    save_pretrained, which finds ties by shared storage, writes them once."""
+    state_dict = dict(state_dict)
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        owner = first.setdefault(id(param), name)
+        if owner != name and owner in state_dict and name in state_dict:
+            state_dict[name] = state_dict[owner]
+    return state_dict
+
+
 def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_metrics: dict, eval_metrics,
                seconds: float, state_dict: dict | None = None) -> None:
     """save_pretrained (safetensors) + tokenizer + run_card.json, written to a temp folder and renamed.
@@ -61,7 +73,7 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
     tmp.mkdir(parents=True)
     try:
         if state_dict is not None:  # gathered from FSDP / DeepSpeed shards
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
+            model.save_pretrained(tmp, safe_serialization=True, state_dict=share_tied(state_dict, model))
         else:
             if hasattr(model, "merge_and_unload"):
                 model.save_pretrained(tmp / "adapter", safe_serialization=True)

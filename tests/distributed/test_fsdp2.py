@@ -1,0 +1,63 @@
+"""FSDP2 under `accelerate launch` with the shipped configs/accelerate/fsdp2.yaml, on CPU (gloo).
+
+A tied-embedding model (the LM head is the embedding matrix, as in SmolLM2 and Llama-3.2) loaded the yaml's
+way (cpu_ram_efficient_loading), trained by two sharded processes: the same losses and final weights as one
+process with the same global batch, checkpoints written as shards, and a run resumed from its mid-run
+checkpoint ends bit-identical to the uninterrupted one.
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from safetensors.torch import load_file
+
+from conftest import build_model
+from launching import launch, make_setup, train_job
+from tokensift.train.metrics import read_metrics
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp2.yaml"
+
+
+def losses(run) -> list[float]:
+    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+
+def weights(run) -> dict:
+    return load_file(run / "final" / "model.safetensors")
+
+
+def max_weight_diff(a: dict, b: dict) -> float:
+    assert sorted(a) == sorted(b)
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def test_fsdp2_tied_model_equals_one_process_and_resumes(tmp_path, tokenizer):
+    setup = make_setup(tmp_path, tokenizer)
+    model = build_model(len(tokenizer), seed=0)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    model.save_pretrained(setup["policy"])
+    tied_names = set(load_file(setup["policy"] / "model.safetensors"))
+
+    one = tmp_path / "one"
+    launch(train_job(tmp_path, setup, loss="dpo", batch_size=4, epochs=2.0, output_dir=str(one)), 1, 0)
+    sharded = tmp_path / "fsdp2"
+    job = train_job(tmp_path, setup, loss="dpo", batch_size=2, epochs=2.0, save_every=4, output_dir=str(sharded))
+    launch(job, 2, 29651, ["--config_file", str(CONFIG)])
+    # Really sharded (accelerate would silently fall back to DDP on CPU): FSDP's sharded model and optimizer state.
+    assert (sharded / "checkpoint-00000004" / "pytorch_model_fsdp_0").is_dir()
+    assert (sharded / "checkpoint-00000004" / "optimizer_0").is_dir()
+    assert len(losses(one)) == len(losses(sharded)) == 8
+    assert np.allclose(losses(one), losses(sharded), atol=1e-4), (losses(one), losses(sharded))
+    assert abs(losses(one)[-1] - losses(one)[0]) > 1e-3
+    # The tied head trained as one matrix and was written once.
+    assert set(weights(sharded)) == set(weights(one)) == tied_names
+    assert max_weight_diff(weights(one), weights(sharded)) < 1e-5
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(sharded, resumed, ignore=shutil.ignore_patterns("final"))
+    job["config"].update(output_dir=str(resumed), resume=True)
+    launch(job, 2, 29652, ["--config_file", str(CONFIG)])
+    assert losses(resumed) == losses(sharded)
+    assert max_weight_diff(weights(sharded), weights(resumed)) == 0.0
