@@ -13,6 +13,7 @@ tests both sharded paths on CPU this way.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -72,3 +73,25 @@ def fsdp_on_cpu(accelerator) -> None:
         plugin.set_mixed_precision(state.mixed_precision)
     state.fsdp_plugin = plugin
     state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+@contextlib.contextmanager
+def unpartitioned_loading():
+    """Load models whole even while a DeepSpeed ZeRO-3 config is active.
+
+    With ZeRO-3 active, transformers partitions every model it loads (zero.Init). A partitioned model works only
+    inside a DeepSpeed engine, whose every forward is a collective all processes join in lockstep; the frozen
+    models tokensift runs outside the engine (references, oracles, judges, generators), each process on its
+    own rows, must be whole: one copy per process, without gradients or optimizer state.
+    """
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:
+        yield
+        return
+    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved

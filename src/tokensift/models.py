@@ -10,6 +10,7 @@ Security: `trust_remote_code` is refused unless the caller sets it; weights are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from tokensift.distributed import unpartitioned_loading
 from tokensift.errors import UserError
 from tokensift.fsutil import replace_dir
 
@@ -184,15 +186,22 @@ def load_model(
     gradient_checkpointing: bool = False,
     lora: LoraSettings | None = None,
     device: str | torch.device | None = None,
+    zero3_partition: bool = False,
 ):
-    """A causal LM ready to train or score; dropout off so training and scoring are deterministic."""
+    """A causal LM ready to train or score; dropout off so training and scoring are deterministic.
+
+    Under DeepSpeed ZeRO-3 only the model a DeepSpeed engine trains is loaded partitioned (`zero3_partition`);
+    every other model loads whole (see `distributed.unpartitioned_loading`).
+    """
     from transformers import AutoModelForCausalLM
 
     source = resolve_model(name_or_path)
+    loading = contextlib.nullcontext() if zero3_partition else unpartitioned_loading()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None
-        )
+        with loading:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None
+            )
     except Exception as exc:  # e.g. a truncated safetensors file, a config.json that is not JSON
         _refuse_remote_code(name_or_path, exc)
         raise UserError(f"could not load model '{name_or_path}': {_describe(exc)}") from None

@@ -53,3 +53,19 @@ def test_two_process_training_equals_one_process(tmp_path, setup, loss):
     assert np.allclose(one, two, atol=1e-4), (one, two)
     assert abs(one[-1] - one[0]) > 1e-3  # the loss really moved
     assert [r["pairs"] for r in logs[2] if "pairs" in r] == [4.0] * 8  # metrics gathered from both processes
+
+
+def test_two_process_uneven_steps_and_eval(tmp_path, setup):
+    """13 train pairs in global batches of 4 (the last step of each epoch leaves one process without a pair) and
+    3 eval pairs split 2/1: the idle process joins every collective with zero-weight passes."""
+    runs = {}
+    for processes, batch in ((1, 4), (2, 2)):
+        out = tmp_path / f"uneven-{processes}"
+        launch(train_job(tmp_path, setup, loss="dpo", batch_size=batch, epochs=2.0, eval_fraction=0.2,
+                         eval_batch_size=1, eval_every=2, output_dir=str(out)), processes, 29614)
+        runs[processes] = read_metrics(out / "metrics.jsonl")
+    for key in ("loss", "eval/loss", "eval/rewards/accuracy"):
+        one = [r[key] for r in runs[1] if key in r]
+        two = [r[key] for r in runs[2] if key in r]
+        assert len(one) == len(two) > 1 and np.allclose(one, two, atol=1e-4), (key, one, two)
+    assert [r["pairs"] for r in runs[2] if "pairs" in r][3] == 1.0  # 13 = 4 + 4 + 4 + 1

@@ -36,6 +36,10 @@ def losses(run) -> list[float]:
     return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
 
 
+def eval_loss(run) -> float:
+    return [r["eval/loss"] for r in read_metrics(run / "metrics.jsonl") if "eval/loss" in r][-1]
+
+
 def weights(run) -> dict:
     return load_file(run / "final" / "model.safetensors")
 
@@ -45,14 +49,18 @@ def max_weight_diff(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-CASES = [(2, "sepo", 1, 2, True), (3, "dpo", 2, 1, True), (3, "tdpo", 2, 1, False)]
+# 16 pairs; ZeRO-3 DPO holds 3 aside for eval: 13 train pairs leave one process idle in each epoch's last step,
+# and the 3 eval pairs split 2/1. Under ZeRO-3 every forward gathers weights, a collective both processes must
+# join, so the idle process has to run zero-weight passes in step.
+UNEVEN = {"eval_fraction": 0.2, "eval_batch_size": 1}
+CASES = [(2, "sepo", 1, 2, True, {}), (3, "dpo", 2, 1, True, UNEVEN), (3, "tdpo", 2, 1, False, {})]
 
 
-@pytest.mark.parametrize("stage,loss,batch,accum,resume", CASES,
-                         ids=["zero2-sepo-accumulation", "zero3-dpo", "zero3-tdpo"])
-def test_zero_training_equals_one_process(tmp_path, tokenizer, stage, loss, batch, accum, resume):
+@pytest.mark.parametrize("stage,loss,batch,accum,resume,extra", CASES,
+                         ids=["zero2-sepo-accumulation", "zero3-dpo-uneven", "zero3-tdpo"])
+def test_zero_training_equals_one_process(tmp_path, tokenizer, stage, loss, batch, accum, resume, extra):
     setup = make_setup(tmp_path, tokenizer)
-    extra = {}
+    extra = dict(extra)
     if loss == "sepo":
         launch(score_job(setup, tmp_path / "scores"), 1, 0)
         extra = {"scores": str(tmp_path / "scores"), "k_chosen": 0.5, "k_rejected": 0.5}
@@ -64,8 +72,10 @@ def test_zero_training_equals_one_process(tmp_path, tokenizer, stage, loss, batc
     job = train_job(tmp_path, setup, loss=loss, batch_size=batch, grad_accum=accum, epochs=2.0, save_every=4,
                     output_dir=str(zero), ref_cache_dir=str(tmp_path / "refcache-zero"), **extra)
     launch(job, 2, 29620 + stage, zero_launcher(stage))
-    assert len(losses(one)) == len(losses(zero)) == 8
+    assert len(losses(one)) == len(losses(zero)) >= 7
     assert np.allclose(losses(one), losses(zero), atol=1e-4), (losses(one), losses(zero))
+    if extra.get("eval_fraction"):
+        assert np.isclose(eval_loss(one), eval_loss(zero), atol=1e-4)
     assert abs(losses(one)[-1] - losses(one)[0]) > 1e-3  # the loss really moved
     assert max_weight_diff(weights(one), weights(zero)) < 1e-5
     assert max_weight_diff(weights(one), load_file(setup["policy"] / "model.safetensors")) > 1e-4  # and trained

@@ -9,12 +9,12 @@ gradients are not finite (it reports an infinite norm; the loop then stops or co
 ZeRO-3 partitions every weight and gathers a module's weights only around that module's forward. tokensift
 evaluates the LM head outside the head module (only at the positions a loss reads, see logprobs.py), so the
 head weight is registered as an "external parameter" of the module accelerate wraps: DeepSpeed then gathers
-it for that module's whole forward and again for its backward.
+it for that module's whole forward and again for its backward. Only the trained model is partitioned: frozen
+models run outside the engine, each process on its own rows, so they load whole (`models.load_model`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 from tokensift.errors import UserError
@@ -66,24 +66,3 @@ def register_head(wrapper, model) -> None:
     for param in head.parameters():
         register_external_parameter(wrapper, param)
 
-
-@contextlib.contextmanager
-def whole_weights(accelerator):
-    """Load a frozen model whole on this process even under ZeRO-3.
-
-    With ZeRO-3 active, transformers partitions every model it loads (zero.Init); a partitioned model works only
-    inside a DeepSpeed engine, whose every forward is a collective all processes join in lockstep. The frozen
-    models tokensift runs outside the engine, each process on its own rows (the reference for the log-prob cache,
-    TDPO's reference), are therefore loaded whole: one copy per process, no gradients or optimizer state.
-    """
-    if zero_stage(accelerator) != 3:
-        yield
-        return
-    from transformers.integrations import deepspeed as hf_deepspeed
-
-    saved = getattr(hf_deepspeed, "_hf_deepspeed_config_weak_ref", None)
-    hf_deepspeed.unset_hf_deepspeed_config()
-    try:
-        yield
-    finally:
-        hf_deepspeed._hf_deepspeed_config_weak_ref = saved

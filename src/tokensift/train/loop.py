@@ -125,9 +125,8 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
             same = config.reference in (None, config.model) and ds_setup.zero_stage(accelerator) != 3
             model = policy_model if same else None
             if model is None:
-                with ds_setup.whole_weights(accelerator):
-                    model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                       device=accelerator.device)
+                model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                   device=accelerator.device)
             model.eval()
             cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device)
             accelerator.wait_for_everyone()
@@ -152,13 +151,12 @@ class Trainer:
                                 [t.strip() for t in config.lora_targets.split(",") if t.strip()])
         self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                                 gradient_checkpointing=config.gradient_checkpointing, lora=lora,
-                                device=self.accelerator.device)
+                                device=self.accelerator.device, zero3_partition=True)
         self.ref_model = None
         self.ref_sums = None
         if config.loss == "tdpo":
-            with ds_setup.whole_weights(self.accelerator):
-                self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
-                                            trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
+            self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
+                                        trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
             self.ref_model.requires_grad_(False).eval()
         elif config.needs_reference:
             self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
@@ -226,6 +224,8 @@ class Trainer:
                     acc.backward(scaled)
             if weight:
                 metrics.add(out, batch.num_examples, batch.num_tokens)
+            else:
+                metrics.register(out)
         result = metrics.reduce(acc)
         if self.deepspeed:
             grad_norm = self.deepspeed_step()
@@ -258,11 +258,19 @@ class Trainer:
         acc, pairs = self.accelerator, self.data.eval.pairs
         self.wrapper.eval()
         metrics = StepMetrics()
+        size = self.config.eval_batch_size
         mine = [p for i, p in enumerate(pairs) if i % acc.num_processes == acc.process_index]
-        for start in range(0, len(mine), self.config.eval_batch_size):
-            batch = self.build_batch(mine[start : start + self.config.eval_batch_size])
+        # Every process runs as many forwards as the busiest one (ZeRO-3 and FSDP gather weights in each forward,
+        # a collective all must join); the extra ones are zero-weight passes over a pair already counted.
+        passes = math.ceil(math.ceil(len(pairs) / acc.num_processes) / size)
+        for start in range(0, passes * size, size):
+            part = mine[start : start + size]
+            batch = self.build_batch(part or pairs[:1])
             out = self.forward_loss(batch)
-            metrics.add(out, batch.num_examples, batch.num_tokens)
+            if part:
+                metrics.add(out, batch.num_examples, batch.num_tokens)
+            else:
+                metrics.register(out)
         return {f"eval/{k}": v for k, v in metrics.reduce(acc).items()}
 
     def save(self, step: int, extra: dict) -> None:

@@ -32,6 +32,12 @@ class StepMetrics:
         for name, values in out.metrics.items():
             self.sums[name] += float(values.float().sum())
 
+    def register(self, out) -> None:
+        """A zero-weight pass (a process with no pairs left in this step): its metric names with nothing added, so
+        every process all-reduces a tensor of the same length."""
+        for name in out.metrics:
+            self.sums[name] += 0.0
+
     def reduce(self, accelerator=None) -> dict[str, float]:
         """Average over everything added, on every process (sums are all-reduced first)."""
         names = sorted(self.sums)
