@@ -11,6 +11,10 @@ from conftest import train_config  # noqa: E402
 
 def main():
     job = json.loads(sys.argv[1])
+    if job["kind"] == "cli":  # a tokensift command line, e.g. the whole sepo pipeline
+        from tokensift.cli import main as cli_main
+
+        sys.exit(cli_main(job["args"]))
     if job["kind"] == "score":
         from tokensift.sepo.config import ScoreConfig
         from tokensift.sepo.score import score_tokens

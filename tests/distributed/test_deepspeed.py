@@ -19,6 +19,7 @@ pytest.importorskip("deepspeed")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 
+from conftest import build_model  # noqa: E402
 from launching import launch, make_setup, score_job, train_job  # noqa: E402
 from tokensift.errors import UserError  # noqa: E402
 from tokensift.train.metrics import read_metrics  # noqa: E402
@@ -144,3 +145,29 @@ def test_zero2_non_finite_step_is_skipped_or_stops(tmp_path, tokenizer):
     with pytest.raises(AssertionError, match=rf"step {bad[0]['step']}: the loss or gradient norm is not finite"):
         launch(train_job(tmp_path, setup, loss="dpo", batch_size=2, epochs=1.0, output_dir=str(tmp_path / "stop")),
                2, 29642, zero_launcher(2))
+
+
+def test_sepo_pipeline_under_zero3_equals_one_process(tmp_path, tokenizer):
+    """`tokensift sepo` (oracle DPO on 30% of the pairs, scoring, SePO policy, report) under zero3.yaml with two
+    processes: the oracle's 5 pairs leave a process idle in its last step. The policy (another, larger model
+    with the same tokenizer) ends with the weights of the one-process pipeline."""
+    setup = make_setup(tmp_path, tokenizer)
+    policy = tmp_path / "policy-big"
+    build_model(len(tokenizer), seed=3, layers=3, hidden=48).save_pretrained(policy)
+    tokenizer.save_pretrained(policy)
+
+    def pipeline(out, batch):
+        return {"kind": "cli", "args": [
+            "sepo", "--data", str(setup["data"]), "--output-dir", str(out), "--reference-model",
+            str(setup["policy"]), "--policy-model", str(policy), "--show-pairs", "2", "oracle.learning_rate=1e-3",
+            "policy.learning_rate=1e-3", f"oracle.batch_size={batch}", f"policy.batch_size={batch}",
+            "oracle.progress=false", "policy.progress=false", "score.progress=false",
+            f"oracle.ref_cache_dir={out / 'refcache'}"]}
+
+    launch(pipeline(tmp_path / "one", 4), 1, 0)
+    launch(pipeline(tmp_path / "zero", 2), 2, 29643, zero_launcher(3))
+    for stage in ("oracle", "policy"):
+        one, zero = tmp_path / "one" / stage, tmp_path / "zero" / stage
+        assert np.allclose(losses(one), losses(zero), atol=1e-4), (stage, losses(one), losses(zero))
+        assert max_weight_diff(weights(one), weights(zero)) < 1e-5, stage
+    assert (tmp_path / "zero" / "report").is_dir()
