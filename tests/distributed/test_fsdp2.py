@@ -61,3 +61,20 @@ def test_fsdp2_tied_model_equals_one_process_and_resumes(tmp_path, tokenizer):
     launch(job, 2, 29652, ["--config_file", str(CONFIG)])
     assert losses(resumed) == losses(sharded)
     assert max_weight_diff(weights(sharded), weights(resumed)) == 0.0
+
+
+def test_fsdp2_lora_writes_the_merged_model_and_adapter_of_one_process(tmp_path, tokenizer):
+    """The live model stays sharded, so the merge happens on a whole copy of the base: the folder must hold what
+    a one-process LoRA run writes (merged weights + adapter/), with the same values."""
+    setup = make_setup(tmp_path, tokenizer)
+    runs = {}
+    for processes, batch, launcher in ((1, 4, None), (2, 2, ["--config_file", str(CONFIG)])):
+        runs[processes] = tmp_path / f"lora-{processes}"
+        launch(train_job(tmp_path, setup, loss="dpo", batch_size=batch, epochs=2.0, lora=True, learning_rate=1e-2,
+                         output_dir=str(runs[processes])), processes, 29653, launcher)
+    one, two = runs[1], runs[2]
+    assert np.allclose(losses(one), losses(two), atol=1e-4)
+    assert max_weight_diff(weights(one), weights(two)) < 1e-5
+    assert max_weight_diff(weights(one), load_file(setup["policy"] / "model.safetensors")) > 1e-3  # merged
+    adapters = [load_file(run / "final" / "adapter" / "adapter_model.safetensors") for run in (one, two)]
+    assert len(adapters[0]) > 0 and max_weight_diff(*adapters) < 1e-5

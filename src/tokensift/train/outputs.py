@@ -62,6 +62,25 @@ def share_tied(state_dict: dict, model) -> dict:
     return state_dict
 
 
+def save_gathered(folder: Path, model, state_dict: dict, config) -> None:
+    """The final model from a state dict gathered off FSDP / DeepSpeed shards (the live model stays sharded).
+
+    LoRA: the adapter is written from the gathered weights, then merged into a whole copy of the base model
+    loaded on this process, so that the folder holds what a one-process run writes (merged model + adapter/).
+    """
+    if not hasattr(model, "merge_and_unload"):
+        model.save_pretrained(folder, safe_serialization=True, state_dict=share_tied(state_dict, model))
+        return
+    from peft import PeftModel
+
+    from tokensift.models import load_model
+
+    model.save_pretrained(folder / "adapter", safe_serialization=True, state_dict=state_dict)
+    base = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    PeftModel.from_pretrained(base, folder / "adapter").merge_and_unload().save_pretrained(
+        folder, safe_serialization=True)
+
+
 def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_metrics: dict, eval_metrics,
                seconds: float, state_dict: dict | None = None) -> None:
     """save_pretrained (safetensors) + tokenizer + run_card.json, written to a temp folder and renamed.
@@ -73,7 +92,7 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
     tmp.mkdir(parents=True)
     try:
         if state_dict is not None:  # gathered from FSDP / DeepSpeed shards
-            model.save_pretrained(tmp, safe_serialization=True, state_dict=share_tied(state_dict, model))
+            save_gathered(tmp, model, state_dict, config)
         else:
             if hasattr(model, "merge_and_unload"):
                 model.save_pretrained(tmp / "adapter", safe_serialization=True)
