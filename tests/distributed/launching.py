@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 from conftest import build_model, write_pairs
+from tokensift.train.metrics import read_metrics
 
 DRIVER = Path(__file__).with_name("driver.py")
 
@@ -47,3 +50,16 @@ def score_job(paths: dict, output_dir: Path, **extra) -> dict:
 def train_job(tmp_path: Path, paths: dict, **config) -> dict:
     return {"kind": "train", "tmp": str(tmp_path), "model": str(paths["policy"]), "data": str(paths["data"]),
             "config": config}
+
+
+def losses(run: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+
+
+def weights(run: Path) -> dict:
+    return load_file(run / "final" / "model.safetensors")
+
+
+def max_weight_diff(a: dict, b: dict) -> float:
+    assert sorted(a) == sorted(b)
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)

@@ -20,7 +20,9 @@ pytest.importorskip("deepspeed")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from conftest import build_model  # noqa: E402
-from launching import launch, make_setup, score_job, train_job  # noqa: E402
+from launching import (  # noqa: E402
+    launch, losses, make_setup, max_weight_diff, score_job, train_job, weights,
+)
 from tokensift.errors import UserError  # noqa: E402
 from tokensift.train.metrics import read_metrics  # noqa: E402
 
@@ -33,21 +35,8 @@ def zero_launcher(stage: int) -> list[str]:
     return ["--config_file", str(CONFIGS / f"zero{stage}.yaml")]
 
 
-def losses(run) -> list[float]:
-    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
-
-
 def eval_loss(run) -> float:
     return [r["eval/loss"] for r in read_metrics(run / "metrics.jsonl") if "eval/loss" in r][-1]
-
-
-def weights(run) -> dict:
-    return load_file(run / "final" / "model.safetensors")
-
-
-def max_weight_diff(a: dict, b: dict) -> float:
-    assert sorted(a) == sorted(b)
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
 # 16 pairs; ZeRO-3 DPO holds 3 aside for eval: 13 train pairs leave one process idle in each epoch's last step,
@@ -116,7 +105,6 @@ def test_deepspeed_config_filled_from_tokensift_and_contradictions_refused():
         configure(fake_deepspeed_accelerator({"gradient_accumulation_steps": 4}), config)
     with pytest.raises(UserError, match=r"gradient_clipping=1.0.*max_grad_norm"):
         configure(fake_deepspeed_accelerator({"gradient_clipping": 1.0}), config)
-
 
 
 def test_zero2_non_finite_step_is_skipped_or_stops(tmp_path, tokenizer):

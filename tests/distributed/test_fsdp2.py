@@ -13,23 +13,9 @@ import numpy as np
 from safetensors.torch import load_file
 
 from conftest import build_model
-from launching import launch, make_setup, train_job
-from tokensift.train.metrics import read_metrics
+from launching import launch, losses, make_setup, max_weight_diff, train_job, weights
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "accelerate" / "fsdp2.yaml"
-
-
-def losses(run) -> list[float]:
-    return [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
-
-
-def weights(run) -> dict:
-    return load_file(run / "final" / "model.safetensors")
-
-
-def max_weight_diff(a: dict, b: dict) -> float:
-    assert sorted(a) == sorted(b)
-    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
 def test_fsdp2_tied_model_equals_one_process_and_resumes(tmp_path, tokenizer):
