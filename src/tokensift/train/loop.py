@@ -97,11 +97,6 @@ def make_accelerator(config: TrainConfig):
     return accelerator
 
 
-def check_backend(accelerator, config: TrainConfig) -> None:
-    """Set up DeepSpeed's config from ours before any work (it contradicts nothing, or we stop here)."""
-    ds_setup.configure(accelerator, config)
-
-
 def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model) -> dict:
     """Cached reference log-prob sums for every train and eval pair; computed once, with one model loaded."""
     reference = config.reference or config.model
@@ -138,7 +133,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: TrainData | None = None):
         self.config = config
         self.accelerator = make_accelerator(config)
-        check_backend(self.accelerator, config)
+        ds_setup.configure(self.accelerator, config)  # DeepSpeed's batch/clip values from ours, before any work
         self.output_dir = Path(config.output_dir)
         check_output_dir(self.output_dir)
         torch.manual_seed(config.seed)
