@@ -192,3 +192,14 @@ def test_unresolved_stop_waits_for_human_decisions(tmp_path, model_dir, counts):
     changed = build(TSOConfig, {**{k: getattr(decided, k) for k in config.__dataclass_fields__}, "seed": 5})
     with pytest.raises(UserError, match=r"other settings \(seed changed\)"):
         run_tso(changed)
+
+
+def test_refused_when_launched_as_several_processes(tmp_path, model_dir, monkeypatch):
+    """Under accelerate launch / torchrun every process would generate, judge and write the same files."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = tiny_config(tmp_path, model_dir, "multi")
+    with pytest.raises(UserError, match="runs in one process, but it was launched as 2"):
+        run_tso(config)
+    assert not (tmp_path / "multi").exists()
+    with pytest.raises(UserError, match="vllm_tensor_parallel must be >= 0"):
+        tiny_config(tmp_path, model_dir, "tp", vllm_tensor_parallel=-1)

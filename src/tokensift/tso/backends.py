@@ -67,7 +67,8 @@ class VLLMSampler:
     as token ids; each request carries its own seed (block seed, position), so answers do not depend on how
     vLLM schedules the batch."""
 
-    def __init__(self, model: str, batch_size: int, progress: bool):
+    def __init__(self, model: str, batch_size: int, progress: bool, tensor_parallel: int = 0):
+        import torch
         from vllm import (
             LLM,  # import-guarded: only reached when vllm_usable() (or a test) says so
         )
@@ -76,7 +77,8 @@ class VLLMSampler:
 
         self.tokenizer = load_tokenizer(model)
         self.llm = LLM(model=resolve_model(model), tokenizer=resolve_model(model), dtype="auto",
-                       max_num_seqs=max(batch_size, 16))
+                       max_num_seqs=max(batch_size, 16),
+                       tensor_parallel_size=tensor_parallel or max(1, torch.cuda.device_count()))
         self.progress = progress
 
     def sample(self, prompts: list[list[dict]], temperature: float, top_p: float, max_new_tokens: int,
@@ -101,8 +103,11 @@ class VLLMSampler:
         torch.cuda.empty_cache()
 
 
-def open_sampler(backend: str, model: str, batch_size: int, progress: bool):
-    """A sampler for `model` on the chosen back end (auto resolves here)."""
+def open_sampler(backend: str, model: str, batch_size: int, progress: bool, tensor_parallel: int = 0):
+    """A sampler for `model` on the chosen back end (auto resolves here); `tensor_parallel` is vLLM's GPU count
+    per model (0 = every visible GPU)."""
     kind = choose_backend(backend)
     log.info("generating with %s on %s", model, kind)
-    return (VLLMSampler if kind == "vllm" else TransformersSampler)(model, batch_size, progress)
+    if kind == "vllm":
+        return VLLMSampler(model, batch_size, progress, tensor_parallel)
+    return TransformersSampler(model, batch_size, progress)

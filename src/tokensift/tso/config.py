@@ -161,6 +161,8 @@ class TSOConfig:
     block_prompts: int = option(64, "Prompts per stored block of generated cells: the resume granularity of generation.")
     backend: str = option("auto", "Generation back end: transformers, vllm (needs vLLM and a GPU), or auto "
                           "(vllm when both are present).")
+    vllm_tensor_parallel: int = option(0, "vLLM back end: GPUs each generating model is split over (tensor "
+                                       "parallel); 0 = every visible GPU.")
     pairing: str = option("rank_gap", "rank_gap: every pair of candidates whose prior ranks differ by >= "
                           "min_rank_gap; best_vs_worst: one pair per prompt, top vs bottom rank.")
     min_rank_gap: int = option(1, "Smallest prior rank difference that makes a pair (rank_gap pairing), in ladder "
@@ -195,6 +197,8 @@ class TSOConfig:
             raise UserError(f"pairing must be one of {', '.join(PAIRINGS)}, got '{self.pairing}'")
         if self.unresolved not in UNRESOLVED:
             raise UserError(f"unresolved must be one of {', '.join(UNRESOLVED)}, got '{self.unresolved}'")
+        if self.vllm_tensor_parallel < 0:
+            raise UserError(f"vllm_tensor_parallel must be >= 0 (0 = every visible GPU), got {self.vllm_tensor_parallel}")
         if self.backend not in BACKENDS:
             raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
         if not 0.5 < self.flag_threshold <= 1:

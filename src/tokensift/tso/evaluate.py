@@ -27,7 +27,8 @@ def can_score(judge) -> bool:
 
 def sample_answers(model: str, prompts: list, config, sampling: dict) -> list[dict]:
     jobs = [(p, j) for j in range(config.eval_samples) for p in prompts]
-    sampler = open_sampler(config.backend, model, config.generation_batch_size, config.progress)
+    sampler = open_sampler(config.backend, model, config.generation_batch_size, config.progress,
+                           config.vllm_tensor_parallel)
     try:
         texts = sampler.sample([p.messages for p, _ in jobs], sampling["temperature"], sampling["top_p"],
                                sampling["max_new_tokens"], seed=config.seed + EVAL_SEED_OFFSET, desc="eval answers")

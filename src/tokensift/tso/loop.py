@@ -19,6 +19,7 @@ review keys (decisions, unresolved) and progress, which may change between rerun
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -54,7 +55,7 @@ from tokensift.tso.pairs import (
 )
 from tokensift.tso.prompts import prepare_prompts, save_prompts
 
-REVIEW_KEYS = ("decisions", "unresolved", "progress")  # may change between reruns of one run
+REVIEW_KEYS = ("decisions", "unresolved", "progress", "vllm_tensor_parallel")  # may change between reruns
 TRAIN_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
                  "clip/chosen_fraction", "clip/rejected_fraction")
 SIGNED = ("rewards/chosen", "rewards/rejected", "rewards/margin")
@@ -283,6 +284,13 @@ def eval_sampling(run: TSORun) -> dict:
 
 def run_tso(config: TSOConfig, judge=None) -> dict:
     """The whole pipeline; returns (and saves as report.json) the per-round reports and the evaluation."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:
+        raise UserError(
+            f"tokensift tso run runs in one process, but it was launched as {processes} (accelerate launch or "
+            "torchrun): every process would generate, judge and write the same round files. Run it without a "
+            "launcher; generation scales with backend=vllm (tensor parallel over the GPUs of one machine)"
+        )
     run = TSORun(config, judge)
     print(run.describe())
     judge = run.judge  # built now: a bad judge spec fails before an hour of generation, not after it

@@ -78,7 +78,8 @@ def fill_column(store: CellStore, spec: GeneratorSpec, model: str, prompts: list
     todo = [b for b in range(len(blocks)) if (spec.name, b) not in done]
     if not todo:
         return 0
-    sampler = open_sampler(config.backend, model, config.generation_batch_size, config.progress)
+    sampler = open_sampler(config.backend, model, config.generation_batch_size, config.progress,
+                           config.vllm_tensor_parallel)
     made = 0
     try:
         for b in todo:
