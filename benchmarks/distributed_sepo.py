@@ -110,10 +110,10 @@ def main() -> None:
         sys.exit(f"{args.data} not found; pass --data FILE (a jsonl or jsonl.gz preference file)")
     write_pairs(Path(args.data), out / "pairs.jsonl", args.pairs)
     params = build_policy(out / "policy", args.size, args.oracle)
-    dtype, mixed = ("bfloat16", "no") if gpu else ("float32", "no")
+    dtype = "bfloat16" if gpu else "float32"  # the model's own dtype: no autocast on top
     launcher = [shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate", "launch",
                 "--config_file", str(ROOT / "configs" / "accelerate" / f"{args.backend}.yaml"),
-                "--num_processes", str(args.processes), "--mixed_precision", mixed, "--main_process_port", "29733"]
+                "--num_processes", str(args.processes), "--mixed_precision", "no", "--main_process_port", "29733"]
     common = [f"{stage}.{key}" for stage in ("oracle", "score", "policy")
               for key in (f"dtype={dtype}", f"batch_size={args.batch_size}")]
     cmd = [*launcher, "-m", "tokensift", "sepo", "--data", str(out / "pairs.jsonl"),

@@ -18,6 +18,8 @@ import os
 
 import torch
 
+from tokensift.errors import UserError
+
 
 def on_cpu() -> bool:
     if torch.cuda.is_available():
@@ -58,8 +60,6 @@ def fsdp_on_cpu(accelerator) -> None:
     """
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    from tokensift.errors import UserError
 
     if accelerator.distributed_type != DistributedType.MULTI_CPU:
         return

@@ -223,28 +223,23 @@ class Trainer:
                 metrics.register(out)
         result = metrics.reduce(acc)
         if self.deepspeed:
-            grad_norm = self.deepspeed_step()
+            # DeepSpeed clips, steps and clears the gradients in this one call, and skips the update when their
+            # norm is not finite; accelerate's optimizer step and zero_grad below are no-ops under DeepSpeed.
+            self.wrapper.step()
+            norm = self.wrapper.get_global_grad_norm()
         else:
             # Measured even when clipping is off (max_norm=inf scales by exactly 1): a non-finite gradient with a
             # finite loss must not reach the optimizer.
             norm = acc.clip_grad_norm_(self.wrapper.parameters(),
                                        cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
-            grad_norm = None if norm is None else float(norm)
+        grad_norm = None if norm is None else float(norm)
         finite = math.isfinite(result["loss"]) and (grad_norm is None or math.isfinite(grad_norm))
         if finite:
-            if not self.deepspeed:
-                self.optimizer.step()
+            self.optimizer.step()
             self.scheduler.step()
-        if not self.deepspeed:
-            self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         result["grad_norm"] = grad_norm
         return result, finite
-
-    def deepspeed_step(self) -> float | None:
-        """DeepSpeed clips, steps and clears the gradients; it skips the update when their norm is not finite."""
-        self.wrapper.step()
-        norm = self.wrapper.get_global_grad_norm()
-        return None if norm is None else float(norm)
 
     @torch.no_grad()
     def evaluate(self) -> dict | None:
