@@ -6,7 +6,8 @@ import torch
 
 from tokensift.data.example import PreferenceExample
 from tokensift.data.positions import gather_indices, hidden_position, label_mask, token_position
-from tokensift.data.tokenize import PairTokenizer, TokenizeSettings, render_prompt, tokenize_examples
+from tokensift.data.chat_format import render_prompt
+from tokensift.data.tokenize import PairTokenizer, TokenizeSettings, tokenize_examples
 from tokensift.errors import UserError
 
 

@@ -190,7 +190,7 @@ def evaluate(args, out: Path, tokenizer, base) -> dict:
 def key_token_precision(args, out: Path, tokenizer) -> dict:
     """Share of selected chosen tokens on VADER-positive words vs random selection of as many tokens."""
     from tokensift.data.load import load_preferences
-    from tokensift.sepo.project import continuation_offsets
+    from tokensift.sepo.project import response_spans
     from tokensift.sepo.score import load_scores
     from tokensift.sepo.select import Selection
 
@@ -203,7 +203,8 @@ def key_token_precision(args, out: Path, tokenizer) -> dict:
     hit = picked = random_hit = expected = 0.0
     for row, rec in records.items():
         ex = examples[row]
-        ids, spans = continuation_offsets(tokenizer, ex.prompt, ex.chosen)
+        spans_of = response_spans(tokenizer, ex.prompt, ex.chosen)
+        ids, spans = spans_of.ids, spans_of.chars
         n = len(rec["chosen_ids"])
         if list(ids[:n]) != list(rec["chosen_ids"]):
             continue

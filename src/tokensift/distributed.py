@@ -30,6 +30,13 @@ def on_cpu() -> bool:
     return not (mps is not None and mps.is_available())
 
 
+# DeepSpeed, which accelerate and transformers import whenever it is installed (every model save does), warns
+# "Setting accelerator to CPU" on hosts without an accelerator. It picks the CPU there anyway; saying so up
+# front keeps every command quiet when DeepSpeed is not in use, and changes nothing when it is.
+if on_cpu():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def deepspeed_on_cpu() -> bool:
     return on_cpu() and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
 

@@ -1,12 +1,13 @@
 """Sampling with transformers, keeping the sampled token ids: one sampler for TSO, evaluation and the demo.
 
-Prompts are rendered exactly as training renders them (data/tokenize.render_prompt) and left-padded; jobs run
+Prompts are rendered exactly as training renders them (data/chat_format.py) and left-padded; jobs run
 in batches of similar prompt length, and batch b is seeded with seed * 1_000_003 + b, so the same settings give
 the same answers (a resumed job regenerates what a straight run would have).
 
 The samples come from the model's own distribution: every knob transformers might take from a model's
 generation_config (top-k 50 by default, repetition penalty, min-p, ...) is switched off explicitly; only
-`temperature` and `top_p` change the distribution. The ids are kept because re-tokenising decoded text does
+`temperature` and `top_p` change the distribution. An answer ends at the chat template's turn end (or EOS),
+the token training puts at the end of every response. The ids are kept because re-tokenising decoded text does
 not always give them back (merges, stripped whitespace, EOS dropped on decoding), and the KL estimate in
 eval/sampling.py needs the log-probs of exactly the sampled tokens.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokensift.data.tokenize import has_chat_template, render_prompt
+from tokensift.data.chat_format import ChatFormat
 
 
 @dataclass
@@ -42,7 +43,8 @@ PLAIN_SAMPLING = dict(top_k=0, top_h=None, min_p=None, typical_p=1.0, epsilon_cu
 
 @dataclass
 class Sample:
-    """One sampled answer. answer_ids end with EOS when `finished`; otherwise they were cut at max_new_tokens."""
+    """One sampled answer. answer_ids end with a stop token (the turn end, or EOS) when `finished`; otherwise they
+    were cut at max_new_tokens."""
 
     prompt_index: int
     sample_index: int
@@ -54,10 +56,10 @@ class Sample:
 
 def encode_prompts(tokenizer, prompts: list[list[dict]], max_prompt_length: int | None) -> tuple[list[np.ndarray], int]:
     """Prompt token ids as training renders them; prompts keep their last tokens. Returns (ids, truncated)."""
-    special = not has_chat_template(tokenizer)
-    texts = [render_prompt(tokenizer, messages) for messages in prompts]
+    fmt = ChatFormat.of(tokenizer)
+    texts = [fmt.prompt(messages) for messages in prompts]
     encoded, truncated = [], 0
-    for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]:
+    for ids in tokenizer(texts, add_special_tokens=fmt.add_special_tokens)["input_ids"]:
         if not ids:
             raise ValueError("a prompt rendered to zero tokens")
         if max_prompt_length is not None and len(ids) > max_prompt_length:
@@ -69,7 +71,7 @@ def encode_prompts(tokenizer, prompts: list[list[dict]], max_prompt_length: int 
 
 def _generation_kwargs(settings: SamplingSettings, tokenizer) -> dict:
     kwargs = dict(max_new_tokens=settings.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                  eos_token_id=tokenizer.eos_token_id, **PLAIN_SAMPLING)
+                  eos_token_id=ChatFormat.of(tokenizer).stop_ids, **PLAIN_SAMPLING)
     if settings.temperature > 0:
         kwargs.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
     else:
@@ -77,9 +79,9 @@ def _generation_kwargs(settings: SamplingSettings, tokenizer) -> dict:
     return kwargs
 
 
-def _trim(ids: np.ndarray, eos_id: int) -> tuple[np.ndarray, bool]:
-    """Cut after the first EOS (kept: its log-prob is part of the answer's); what follows is padding."""
-    stops = np.flatnonzero(ids == eos_id)
+def _trim(ids: np.ndarray, stop_ids: list[int]) -> tuple[np.ndarray, bool]:
+    """Cut after the first stop token (kept: its log-prob is part of the answer's); what follows is padding."""
+    stops = np.flatnonzero(np.isin(ids, stop_ids))
     if stops.size:
         return ids[: stops[0] + 1], True
     return ids, False
@@ -100,6 +102,7 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], num_samples: int
     jobs = [(i, j) for i in range(len(prompts)) for j in range(num_samples)]
     order = sorted(range(len(jobs)), key=lambda k: (len(encoded[jobs[k][0]]), k))
     kwargs = _generation_kwargs(settings, tokenizer)
+    stop_ids = kwargs["eos_token_id"]
     pad_id = tokenizer.pad_token_id
     samples: list[Sample | None] = [None] * len(jobs)
     was_training = model.training
@@ -119,7 +122,7 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], num_samples: int
             out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs)
             new_ids = out[:, width:].cpu().numpy()
             for row, k in enumerate(batch):
-                answer, finished = _trim(new_ids[row], tokenizer.eos_token_id)
+                answer, finished = _trim(new_ids[row], stop_ids)
                 body = answer[:-1] if finished else answer
                 text = tokenizer.decode(body.tolist(), skip_special_tokens=True).strip()
                 i, j = jobs[k]

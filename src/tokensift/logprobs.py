@@ -21,9 +21,8 @@ from typing import NamedTuple
 
 import torch
 
-from tokensift.data.positions import (
-    gather_indices, packed_attention, packed_pair_indices, packed_position_ids,
-)
+from tokensift.attention import PackingRefused, own_attention, packing_refusal, refuse
+from tokensift.data.positions import gather_indices, packed_layout, packed_pair_indices
 
 CHUNK_ELEMENTS = 1 << 24  # logits elements per chunk (64 MB in float32): bounds the head's memory
 
@@ -69,20 +68,18 @@ def backbone_hidden(model, input_ids: torch.Tensor, attention_mask=None, positio
 
 
 def can_pack(model) -> bool:
-    """Packed pairs need a custom 4D attention mask, which the sdpa and eager attention kernels take."""
-    return getattr(unwrap(model).config, "_attn_implementation", None) in ("sdpa", "eager")
+    """Whether packed [prompt | chosen | rejected] rows can run on `model` with its own attention (attention.py)."""
+    return packing_refusal(unwrap(model)) is None
 
 
 def packed_hidden(model, packed, hidden_pos: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Hidden states at the given positions of packed [prompt | chosen | rejected] sequences."""
     cut = int(hidden_pos.max()) + 1 if hidden_pos.numel() else 1
-    allowed = packed_attention(packed.prompt_lens, packed.chosen_lens, cut)
-    if unwrap(model).config._attn_implementation == "eager":  # eager adds the mask to the scores
-        dtype = next(unwrap(model).parameters()).dtype
-        allowed = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min)
-    positions = packed_position_ids(packed.prompt_lens, packed.chosen_lens, cut)
-    return backbone_hidden(model, packed.input_ids[:, :cut], allowed, positions)[rows, hidden_pos]
+    positions, branch = packed_layout(packed.prompt_lens, packed.chosen_lens, cut)
+    input_ids = packed.input_ids[:, :cut]
+    with own_attention(unwrap(model), positions, branch):
+        hidden = backbone_hidden(model, input_ids, torch.ones_like(input_ids), positions)
+    return hidden[rows, hidden_pos]
 
 
 def _logits(hidden: torch.Tensor, head: Head) -> torch.Tensor:
@@ -204,6 +201,8 @@ def token_logps(
     packed:      optional PackedPairs of the same pairs (rows of `mask` in PairBatch order): run each prompt once.
     """
     mask = mask.bool()
+    if packed is not None and not (can_pack(model) and (ref_model is None or can_pack(ref_model))):
+        packed = None
     if packed is not None:
         rows, hidden_pos, token_pos = packed_pair_indices(packed.prompt_lens, packed.chosen_lens, mask)
         targets = packed.input_ids[rows, token_pos]
@@ -217,14 +216,21 @@ def token_logps(
 
         def hidden_of(m):
             return backbone_hidden(m, input_ids[:, :cut])[rows, hidden_pos]
-    hidden = hidden_of(model)
-    head = model_head(model)
     ref_hidden = ref_w = ref_b = None
+    current = model
+    try:
+        hidden = hidden_of(model)
+        if ref_model is not None:
+            current = ref_model
+            with torch.no_grad():
+                ref_hidden = hidden_of(ref_model)
+    except PackingRefused as exc:  # the model built no mask: it cannot be packed; run the pairs unpacked
+        refuse(unwrap(current), str(exc))
+        return token_logps(model, input_ids, prompt_lens, mask, ref_model)
+    head = model_head(model)
     if ref_model is not None:
-        with torch.no_grad():
-            ref_hidden = hidden_of(ref_model)
-            ref_head = model_head(ref_model)
-            ref_w, ref_b = ref_head.weight.detach(), None if ref_head.bias is None else ref_head.bias.detach()
+        ref_head = model_head(ref_model)
+        ref_w, ref_b = ref_head.weight.detach(), None if ref_head.bias is None else ref_head.bias.detach()
     flat, flat_kl, flat_ref = ChunkedHeadLogProbs.apply(
         hidden, head.weight, head.bias, targets, head.scale, head.softcap, ref_hidden, ref_w, ref_b
     )

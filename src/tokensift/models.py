@@ -96,13 +96,19 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
     """Dequantise a GGUF file once; return the cached folder holding safetensors, config and tokenizer."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    with open(gguf_path, "rb") as f:
+        if f.read(4) != b"GGUF":
+            raise UserError(f"{gguf_path} is not a GGUF file (it does not start with the GGUF magic bytes)")
     target = cache_root() / "gguf" / file_sha256(gguf_path)[:32]
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     log.info("dequantising %s into %s (once)", gguf_path, target)
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except Exception as exc:  # a damaged or unsupported GGUF surfaces as many exception types
+        raise UserError(f"could not read the GGUF file {gguf_path}: {_describe(exc)}") from None
     # The weights are plain floats now: drop the GGUF markers so the copy saves and reloads as a normal model.
     model.hf_quantizer = None
     model.is_quantized = False

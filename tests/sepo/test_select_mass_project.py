@@ -5,7 +5,7 @@ import pytest
 
 from conftest import CORPUS, build_tokenizer
 from tokensift.sepo.mass import absolute_mass_share, pair_mass_curve
-from tokensift.sepo.project import continuation_offsets, project_scores
+from tokensift.sepo.project import project_scores, response_spans
 from tokensift.sepo.select import Selection, selection_masks
 
 
@@ -102,10 +102,10 @@ def test_projection_between_two_real_tokenizers():
     policy_tok = build_tokenizer(vocab_size=300, seed_text=CORPUS[::-1] + ["wonderfully lovely"])
     messages = [{"role": "user", "content": "How was it?"}]
     text = "I love this movie, it is wonderful and great!"
-    src_ids, src_spans = continuation_offsets(oracle_tok, messages, text)
-    dst_ids, dst_spans = continuation_offsets(policy_tok, messages, text)
+    src, dst = response_spans(oracle_tok, messages, text), response_spans(policy_tok, messages, text)
+    src_ids, src_spans, dst_ids, dst_spans = src.ids, src.bytes, dst.ids, dst.bytes
     assert list(src_ids) != list(dst_ids)  # really two tokenizations
-    # the oracle rewards only its tokens that touch "wonderful"
+    # the oracle rewards only its tokens that touch "wonderful" (ASCII: bytes are characters)
     start, end = text.index("wonderful"), text.index("wonderful") + len("wonderful")
     scores = np.array([1.0 if a < end and b > start else 0.0 for a, b in src_spans])
     rewarded = {c for (a, b), s in zip(src_spans, scores) if s > 0 for c in range(a, b)}

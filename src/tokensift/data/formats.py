@@ -31,6 +31,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 
 from tokensift.data.example import ROLES, PreferenceExample
 from tokensift.errors import DataError, UserError
@@ -39,6 +40,8 @@ FIELDS = ("prompt", "chosen", "rejected", "system", "id")
 HUMAN = "\n\nHuman:"
 ASSISTANT = "\n\nAssistant:"
 
+
+SURROGATE = re.compile("[\ud800-\udfff]")  # JSON can escape them ("\\ud800"); no encoder accepts them
 
 def parse_columns(text: str) -> dict[str, str]:
     """'prompt=instruction,chosen=good,rejected=bad' -> {'prompt': 'instruction', ...}, validated."""
@@ -120,6 +123,12 @@ def normalise_row(row: dict, row_index: int, source: str,
     for target, text in (("chosen", chosen_text), ("rejected", rejected_text)):
         if not text.strip() and not allow_empty:
             rules.fail(rules.name(target), "the reply is empty or whitespace-only")
+    texts = [(rules.name("prompt"), m["content"]) for m in messages]
+    for field, text in texts + [(rules.name("chosen"), chosen_text), (rules.name("rejected"), rejected_text)]:
+        bad = SURROGATE.search(text)
+        if bad:
+            rules.fail(field, f"holds an unpaired UTF-16 surrogate (\\u{ord(bad.group()):04x} at character "
+                       f"{bad.start()}), which is not valid Unicode text; fix the escape in the source file")
     if chosen_text.strip() == rejected_text.strip():
         rules.fail(rules.name("rejected"), "chosen and rejected replies are identical; an identical pair "
                    "teaches nothing")

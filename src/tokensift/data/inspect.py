@@ -46,6 +46,8 @@ def run_inspect(args) -> int:
                               rejects_path=args.rejects or os.devnull, split=args.split)
     if not args.rejects:
         result.rejects_path = None
+    if result.total_rows == 0:
+        raise UserError(f"{args.path}: no rows (the file is empty or holds only blank lines)")
     report: dict = {"source": args.path, "rows": result.total_rows, "valid": result.valid,
                     "invalid": len(result.rejected), "formats": dict(result.formats)}
     print(result.summary())
@@ -93,13 +95,14 @@ def token_report(args, examples) -> dict:
     totals = [p + max(c, r) for p, c, r in zip(prompts, chosen, rejected)]
     stats = {"prompt": percentiles(prompts), "chosen": percentiles(chosen), "rejected": percentiles(rejected),
              "prompt+longer response": percentiles(totals)}
-    print(f"\ntoken lengths ({args.model} tokenizer, chat template, response + EOS):")
+    print(f"\ntoken lengths ({args.model} tokenizer, chat template, responses through their turn end):")
     print(f"  {'':24s}{'p50':>7s}{'p90':>7s}{'p99':>7s}{'max':>7s}{'mean':>8s}")
     for name, s in stats.items():
         print(f"  {name:24s}{s['p50']:7d}{s['p90']:7d}{s['p99']:7d}{s['max']:7d}{s['mean']:8.1f}")
     print(f"  with max_length={args.max_length}, max_prompt_length={args.max_prompt_length}: {cut.summary()}")
     return {"lengths": stats, "truncation": {"prompts": cut.prompts_truncated, "responses": cut.responses_truncated,
-                                             "boundary_mismatches": full.boundary_mismatches}}
+                                             "boundary_mismatches": full.boundary_mismatches,
+                                             "template_mismatches": full.template_mismatches}}
 
 
 def _count(rejected) -> dict:

@@ -124,7 +124,8 @@ def iter_preferences(source: str, columns: dict[str, str] | str | None = None, s
                 result.rejected.append(rejected)
                 if rejects_file is None:  # opened at the first bad row: no empty rejects files
                     try:
-                        rejects_file = open(path, "w", encoding="utf-8")
+                        # backslashreplace: a rejected row may hold text no encoder accepts (lone surrogates)
+                        rejects_file = open(path, "w", encoding="utf-8", errors="backslashreplace")
                     except OSError as open_error:
                         raise UserError(f"cannot write the rejects file {path}: {open_error.strerror}") from None
                     result.rejects_path = path

@@ -71,18 +71,16 @@ def packed_pair_indices(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, ma
     return pair, hidden, token
 
 
-def packed_attention(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, 1, T, T] bool, True = may attend: causal, except that rejected tokens never see chosen tokens."""
-    position = torch.arange(width, device=prompt_lens.device)
-    q, k = position[None, :, None], position[None, None, :]
-    chosen_start = prompt_lens[:, None, None]
-    rejected_start = (prompt_lens + chosen_lens)[:, None, None]
-    hidden_chosen = (q >= rejected_start) & (k >= chosen_start) & (k < rejected_start)
-    return ((k <= q) & ~hidden_chosen)[:, None]
+def packed_layout(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int):
+    """Logical positions and branches `[B, T]` of packed [prompt | chosen | rejected] rows.
 
-
-def packed_position_ids(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int) -> torch.Tensor:
-    """[B, T] positions: the rejected response continues from the prompt, as if chosen were not there."""
-    position = torch.arange(width, device=prompt_lens.device)[None, :]
+    The rejected response continues from the prompt, as if chosen were not there: its token j (packed index
+    P + C + j) has position P + j. Branch: 0 for the prompt, 1 for chosen, 2 for rejected (and the padding after
+    it). attention.py lets a token see the prompt and its own branch, causally in logical positions.
+    """
+    index = torch.arange(width, device=prompt_lens.device)[None, :]
+    chosen_start = prompt_lens[:, None]
     rejected_start = (prompt_lens + chosen_lens)[:, None]
-    return torch.where(position >= rejected_start, position - chosen_lens[:, None], position)
+    positions = torch.where(index >= rejected_start, index - chosen_lens[:, None], index)
+    branch = (index >= chosen_start).long() + (index >= rejected_start).long()
+    return positions, branch

@@ -1,17 +1,19 @@
-"""Tokenise preference pairs: the prompt through the chat template, each response as its continuation plus EOS.
+"""Tokenise preference pairs exactly as the model's chat template renders them (data/chat_format.py).
 
-Why this way: a response's tokens must be exactly what the model sees after the prompt at training and at
-generation time. We render the prompt with the chat template (`add_generation_prompt=True`), tokenise
-`prompt_text + response`, and check that the prompt tokens are a prefix of the result; when a tokenizer
-merges across the boundary the check fails and we tokenise the response on its own instead (counted in
-`TokenizeReport.boundary_mismatches`, never silent). The EOS token is appended so the model learns to stop.
+Prompt ids are the template's rendering with the generation prompt; response ids are what the template renders
+after it for the reply, through the turn-end marker (`<|im_end|>`, `<|eot_id|>`, `<end_of_turn>` ...), so labels
+end where generation stops. We tokenise `prompt_text + response_text` and check that the prompt's tokens are a
+prefix of the result; when a tokenizer merges across the boundary the check fails and we tokenise the response
+on its own instead (counted in `TokenizeReport.boundary_mismatches`, never silent). Templates that render the
+prompt differently once a reply follows are counted in `template_mismatches` (see chat_format.py).
 
 Tokenizers without a chat template use a fallback: each message as `"<Role>: <content>\n\n"`, then
-`"Assistant:"`; the response follows after a space. It is documented, plain, and the same at generation time.
+`"Assistant:"`; the response follows after a space and ends with EOS. It is documented, plain, and the same at
+generation time.
 
 Truncation (counted and reported): prompts keep their *end* (the latest turns matter most) within
 `max_prompt_length`; responses keep their *start* within `max_length - prompt_length`. A truncated response
-loses its EOS.
+loses its turn end.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tokensift.data.chat_format import ChatFormat, RenderedResponse
 from tokensift.data.example import PreferenceExample
 from tokensift.errors import UserError
 
@@ -27,7 +30,6 @@ from tokensift.errors import UserError
 class TokenizeSettings:
     max_length: int | None = 1024
     max_prompt_length: int | None = 512
-    add_eos: bool = True
 
     def validate(self) -> None:
         if self.max_length is not None and self.max_length < 2:
@@ -67,6 +69,7 @@ class TokenizeReport:
     responses_truncated: int = 0
     response_tokens_dropped: int = 0
     boundary_mismatches: int = 0
+    template_mismatches: int = 0
     prompt_lengths: list[int] = field(default_factory=list)
     response_lengths: list[int] = field(default_factory=list)
 
@@ -81,26 +84,63 @@ class TokenizeReport:
                 f"; {self.boundary_mismatches} responses merged with the prompt when tokenised together and were "
                 "tokenised on their own"
             )
+        if self.template_mismatches:
+            text += (
+                f"; {self.template_mismatches} responses: the chat template renders the prompt differently once "
+                "the reply follows; the reply was taken after the last generation header"
+            )
         return text
 
 
-def has_chat_template(tokenizer) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
+def continuation(tokenizer, prompt_ids: list[int], full_ids: list[int], response: RenderedResponse,
+                 report: TokenizeReport, full_offsets: list | None = None, prompt_chars: int = 0):
+    """Response ids from the encoding of prompt + response text: (ids, character offsets in `response.text`).
+
+    The ids after the prompt's when the prompt's ids are a prefix; otherwise the response tokenised on its own
+    (counted in `report`). An EOS is appended when the response has no turn-end marker. Offsets are only
+    computed when `full_offsets` (of the prompt + response encoding, `prompt_chars` characters of prompt) is given;
+    an appended EOS covers no character.
+    """
+    n = len(prompt_ids)
+    offsets = None
+    if full_ids[:n] == prompt_ids:
+        ids = list(full_ids[n:])
+        if full_offsets is not None:
+            offsets = [(max(a - prompt_chars, 0), max(b - prompt_chars, 0)) for a, b in full_offsets[n:]]
+    else:
+        report.boundary_mismatches += 1
+        alone = tokenizer(response.text, add_special_tokens=False, return_offsets_mapping=full_offsets is not None)
+        ids = list(alone["input_ids"])
+        offsets = [tuple(o) for o in alone["offset_mapping"]] if full_offsets is not None else None
+    if not response.matched:
+        report.template_mismatches += 1
+    if response.append_eos:
+        if tokenizer.eos_token_id is None:
+            raise UserError("the tokenizer has no EOS token to end responses with; set tokenizer.eos_token")
+        ids.append(tokenizer.eos_token_id)
+        if offsets is not None:
+            offsets.append((len(response.text), len(response.text)))
+    return ids, offsets
 
 
-def render_prompt(tokenizer, messages: list[dict]) -> str:
-    """The prompt text the model sees, ending where the assistant reply starts."""
-    if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
-    return turns + "Assistant:"
+@dataclass
+class EncodedResponse:
+    """One response tokenised exactly as PairTokenizer does, with where each token sits in `rendered.text`."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    rendered: RenderedResponse
 
 
-def response_text(tokenizer, text: str) -> str:
-    """Fallback-template replies start after a space ("Assistant: reply"); chat templates end in a newline."""
-    if has_chat_template(tokenizer) or text.startswith((" ", "\n")):
-        return text
-    return " " + text
+def encode_response(tokenizer, messages: list[dict], reply: str) -> EncodedResponse:
+    fmt = ChatFormat.of(tokenizer)
+    prompt = fmt.prompt(messages)
+    rendered = fmt.response(messages, reply, prompt)
+    prompt_ids = tokenizer(prompt, add_special_tokens=fmt.add_special_tokens)["input_ids"]
+    full = tokenizer(prompt + rendered.text, add_special_tokens=fmt.add_special_tokens, return_offsets_mapping=True)
+    ids, offsets = continuation(tokenizer, prompt_ids, full["input_ids"], rendered, TokenizeReport(),
+                                full["offset_mapping"], len(prompt))
+    return EncodedResponse(ids, offsets, rendered)
 
 
 class PairTokenizer:
@@ -110,25 +150,14 @@ class PairTokenizer:
         self.tokenizer = tokenizer
         self.settings = settings or TokenizeSettings()
         self.settings.validate()
-        if self.settings.add_eos and tokenizer.eos_token_id is None:
-            raise UserError("the tokenizer has no EOS token; set one (tokenizer.eos_token) or pass add_eos=false")
-        # A chat template writes its own special tokens into the text; the fallback relies on the tokenizer's.
-        self.add_special_tokens = not has_chat_template(tokenizer)
+        self.format = ChatFormat.of(tokenizer)
         self.report = TokenizeReport()
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=self.add_special_tokens)["input_ids"]
+        return self.tokenizer(texts, add_special_tokens=self.format.add_special_tokens)["input_ids"]
 
-    def _continuation(self, prompt_ids: list[int], full_ids: list[int], response: str) -> list[int]:
-        n = len(prompt_ids)
-        if full_ids[:n] == prompt_ids:
-            ids = full_ids[n:]
-        else:
-            self.report.boundary_mismatches += 1
-            ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
-        if self.settings.add_eos:
-            ids = ids + [self.tokenizer.eos_token_id]
-        return ids
+    def _continuation(self, prompt_ids: list[int], full_ids: list[int], response: RenderedResponse) -> list[int]:
+        return continuation(self.tokenizer, prompt_ids, full_ids, response, self.report)[0]
 
     def truncate(self, prompt_ids: list[int], chosen: list[int], rejected: list[int]):
         """Apply the truncation policies to one pair's ids, counting what is dropped in `self.report`."""
@@ -152,12 +181,18 @@ class PairTokenizer:
 
     def tokenize_batch(self, examples: list[PreferenceExample]) -> list[TokenizedPair]:
         """Tokenise many pairs with batched tokenizer calls (the fast tokenizers parallelise a batch)."""
-        prompts = [render_prompt(self.tokenizer, ex.prompt) for ex in examples]
-        chosen = [response_text(self.tokenizer, ex.chosen) for ex in examples]
-        rejected = [response_text(self.tokenizer, ex.rejected) for ex in examples]
+        fmt = self.format
+        prompts, chosen, rejected = [], [], []
+        for ex in examples:
+            try:
+                prompts.append(fmt.prompt(ex.prompt))
+                chosen.append(fmt.response(ex.prompt, ex.chosen, prompts[-1]))
+                rejected.append(fmt.response(ex.prompt, ex.rejected, prompts[-1]))
+            except UserError as exc:
+                raise UserError(f"row {ex.row}: {exc}") from None
         prompt_ids = self._encode(prompts)
-        chosen_full = self._encode([p + c for p, c in zip(prompts, chosen)])
-        rejected_full = self._encode([p + r for p, r in zip(prompts, rejected)])
+        chosen_full = self._encode([p + c.text for p, c in zip(prompts, chosen)])
+        rejected_full = self._encode([p + r.text for p, r in zip(prompts, rejected)])
         pairs = []
         for i, ex in enumerate(examples):
             if not prompt_ids[i]:

@@ -96,7 +96,7 @@ def evaluate_generation(config: GenerateEvalConfig) -> dict:
                "answers_cut_at_max_new_tokens": sum(not s.finished for s in samples),
                "empty_answers": sum(not s.text for s in samples),
                "lengths": {"policy": length_stats([s.text for s in samples], count_tokens)}}
-    # what was sampled (EOS included), beside the re-tokenised text length every side is measured by
+    # what was sampled (the turn end included), beside the re-tokenised text length every side is measured by
     metrics["lengths"]["policy"]["sampled_tokens"] = mean_and_stderr([len(s.answer_ids) for s in samples])
     if prompt_set.references is not None:
         metrics["lengths"]["reference_answers"] = length_stats(prompt_set.references, count_tokens)

@@ -1,10 +1,10 @@
 """Score sampled answers teacher-forced and estimate KL(policy || reference).
 
-Sampling itself is `generate.sample_answers` (it keeps the sampled ids, EOS included, and samples from the
+Sampling itself is `generate.sample_answers` (it keeps the sampled ids, the turn end included, and samples from the
 model's own distribution, which the KL estimate below needs to be unbiased).
 
 KL estimator: for answers y ~ pi(.|x), KL(pi || pi_ref) = E_y[log pi(y|x) - log pi_ref(y|x)], where
-log pi(y|x) = sum_t log pi(y_t | x, y_<t) over the sampled tokens (EOS included). The mean over samples is
+log pi(y|x) = sum_t log pi(y_t | x, y_<t) over the sampled tokens (the turn end included). The mean over samples is
 unbiased; its standard error is std / sqrt(n). With answers cut at max_new_tokens it is the KL between the
 two distributions of the first max_new_tokens tokens.
 """

@@ -3,7 +3,7 @@
 The policy may be a different (larger) model than the oracle: weak-to-strong. With the same tokenizer the
 stored token ids are used as they are (verified: same vocabulary, specials and chat template). With another
 tokenizer the user must ask for projection: each response is re-tokenised for the policy and the oracle's
-scores are carried over through character spans (sepo/project.py).
+scores are carried over through the reply's bytes (sepo/project.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import os
 import numpy as np
 
 from tokensift.data.load import load_preferences
-from tokensift.data.tokenize import TokenizedPair, render_prompt
+from tokensift.data.chat_format import encode_prompt
+from tokensift.data.tokenize import TokenizedPair
 from tokensift.errors import UserError
 from tokensift.models import load_tokenizer, tokenizer_fingerprint
-from tokensift.sepo.project import continuation_offsets, project_scores
+from tokensift.sepo.project import project_scores, response_spans
 from tokensift.sepo.score import load_scores
 from tokensift.sepo.select import Selection, selection_masks
 from tokensift.train.config import TrainConfig
@@ -27,18 +28,29 @@ from tokensift.train.loop import TrainData
 log = logging.getLogger(__name__)
 
 
+def _truncated_prefix(dst, limit: int) -> int:
+    """How many policy tokens lie within the first `limit` bytes of the reply (a prefix of its tokens)."""
+    keep, seen_reply = 0, False
+    for (a, b), structural in zip(dst.bytes, dst.structural):
+        if b > limit or (structural and seen_reply):  # past the scored bytes, or the turn end after the reply
+            break
+        seen_reply = seen_reply or not structural
+        keep += 1
+    return keep
+
+
 def _project_side(oracle_tokenizer, policy_tokenizer, messages, text, scored_ids, scores):
-    """Policy ids and projected scores of one response; only the characters the oracle scored count."""
-    src_ids, src_spans = continuation_offsets(oracle_tokenizer, messages, text)
+    """Policy ids and projected scores of one response; only the bytes the oracle scored count."""
+    src = response_spans(oracle_tokenizer, messages, text)
     n = len(scored_ids)
-    if list(src_ids[:n]) != list(scored_ids):
+    if list(src.ids[:n]) != list(scored_ids):
         raise UserError("the data no longer tokenises to the scored ids; was it changed after scoring?")
-    dst_ids, dst_spans = continuation_offsets(policy_tokenizer, messages, text)
-    if n < len(src_ids):  # the scored response was truncated: keep the policy tokens inside its characters
-        limit = src_spans[n - 1][1]
-        keep = [i for i, (a, b) in enumerate(dst_spans) if a < b <= limit]
-        dst_ids, dst_spans = dst_ids[keep], [dst_spans[i] for i in keep]
-    return dst_ids, project_scores(src_spans[:n], scores, dst_spans)
+    dst = response_spans(policy_tokenizer, messages, text)
+    keep = len(dst.ids)
+    if n < len(src.ids):  # the scored response was truncated: keep the policy tokens inside its bytes
+        keep = _truncated_prefix(dst, max((b for _, b in src.bytes[:n]), default=0))
+    scores = project_scores(src.bytes[:n], scores, dst.bytes[:keep], src.structural[:n], dst.structural[:keep])
+    return dst.ids[:keep], scores
 
 
 def projected_records(config: TrainConfig, meta: dict, records: dict, policy_tokenizer) -> dict:
@@ -47,14 +59,12 @@ def projected_records(config: TrainConfig, meta: dict, records: dict, policy_tok
     source = config.data or meta["inputs"]["source"]
     loaded = load_preferences(source, columns=config.columns or meta["inputs"].get("columns"), skip_invalid=True,
                               rejects_path=os.devnull, split=config.split)
-    special = not getattr(policy_tokenizer, "chat_template", None)
     out = {}
     for ex in loaded.examples:
         rec = records.get(ex.row)
         if rec is None:
             continue
-        new = {"row": ex.row, "prompt_ids": np.asarray(
-            policy_tokenizer(render_prompt(policy_tokenizer, ex.prompt), add_special_tokens=special)["input_ids"])}
+        new = {"row": ex.row, "prompt_ids": np.asarray(encode_prompt(policy_tokenizer, ex.prompt))}
         for side, text in (("chosen", ex.chosen), ("rejected", ex.rejected)):
             try:
                 new[f"{side}_ids"], new[f"{side}_scores"] = _project_side(

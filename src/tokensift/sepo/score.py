@@ -1,7 +1,7 @@
 """Token scoring: the oracle's implicit reward of every response token, written as Parquet shards.
 
 For each pair, the oracle and its reference are teacher-forced over prompt + response, for both responses,
-and each response token (the first one and the EOS included) gets
+and each response token (the first one and the turn end included) gets
 
     score_i = beta * (log pi_oracle(y_i | x, y_<i) - log pi_ref(y_i | x, y_<i))     (label space)
 
@@ -29,7 +29,7 @@ from tokensift.data.load import LoadResult, iter_preferences
 from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
 from tokensift.distributed import partial_state
 from tokensift.errors import UserError
-from tokensift.logprobs import can_pack, token_logps
+from tokensift.logprobs import token_logps
 from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
 from tokensift.sepo.config import ScoreConfig
 from tokensift.shards import ShardStore
@@ -60,10 +60,11 @@ def score_meta(config: ScoreConfig, tokenizer) -> dict:
 
 
 @torch.no_grad()
-def score_pairs(oracle, reference, pairs, batch_size: int, pad_id: int, beta: float, device):
+def score_pairs(oracle, reference, pairs, batch_size: int, pad_id: int, beta: float, device,
+                share_prompt: bool = True):
     """Yield one record dict per pair: ids and beta * (oracle - reference) log-probs per response token."""
     for group in length_buckets(pairs, batch_size):
-        batch = collate_pairs(group, pad_id, pack=can_pack(oracle) and can_pack(reference)).to(device)
+        batch = collate_pairs(group, pad_id, pack=share_prompt).to(device)
         args = (batch.input_ids, batch.prompt_lens, batch.response_mask)
         oracle_logps = token_logps(oracle, *args, packed=batch.packed).logps
         diff = (oracle_logps - token_logps(reference, *args, packed=batch.packed).logps).float().cpu() * beta
@@ -127,7 +128,7 @@ def score_tokens(config: ScoreConfig) -> ScoreResult:
             continue
         pairs = pair_tokenizer.tokenize_batch(mine)
         records = list(score_pairs(oracle, reference, pairs, config.batch_size, tokenizer.pad_token_id, config.beta,
-                                   device))
+                                   device, config.share_prompt))
         records.sort(key=lambda r: r["row"])
         store.write({c: [r[c] for r in records] for c in COLUMNS})
         scored += len(records)

@@ -1,8 +1,9 @@
 """Key-token selection from stored token scores, applied when batches are built (sweeping k never re-scores).
 
 Strategies (every response keeps at least one token):
-- per_response (the paper's): the top ceil-free floor(k_chosen * N) tokens of each chosen response by score,
-  and the bottom floor(k_rejected * N) tokens of each rejected response. Ties go to the earlier token.
+- per_response (the paper's): the top floor(k_chosen * N) tokens of each chosen response by score, and the
+  bottom floor(k_rejected * N) tokens of each rejected response. Ties go to the earlier token. The count is exact
+  (k = 0.7 of N = 90 is 63, where float arithmetic gives 62.99999).
 - global_threshold: one score threshold per side over the whole dataset: chosen tokens scoring at or above
   the dataset's (1 - k_chosen) quantile of chosen scores, rejected tokens at or below the k_rejected quantile
   of rejected scores. Responses then keep more or fewer tokens depending on how much signal they carry.
@@ -13,10 +14,16 @@ Strategies (every response keeps at least one token):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+
+def selected_count(k: float, n: int) -> int:
+    """floor(k * n), at least 1, without float error (k * n is rounded to 6 decimals before the floor)."""
+    return max(1, math.floor(round(k * n, 6)))
 
 
 @dataclass
@@ -52,7 +59,7 @@ class Selection:
         signed = scores if top else -scores  # rank so that "best for this side" comes first
         order = np.argsort(-signed, kind="stable")
         if self.strategy == "per_response":
-            mask[order[: max(1, int(np.floor(k * n)))]] = True
+            mask[order[: selected_count(k, n)]] = True
         elif self.strategy == "global_threshold":
             if threshold is None:
                 raise RuntimeError("global_threshold selection needs fit() on the dataset's scores first")

@@ -25,6 +25,7 @@ class DataArgs:
     limit: int | None = option(None, "Use only the first N valid pairs (quick experiments).")
     max_length: int | None = option(1024, "Max tokens of prompt+response; responses are cut at the end. Memory and time grow with it.")
     max_prompt_length: int | None = option(512, "Max prompt tokens; prompts keep their last tokens.")
+    share_prompt: bool = option(True, "Run each pair's prompt once, as one [prompt|chosen|rejected] sequence with the model's own attention (exact; much faster with long prompts). Models whose attention cannot be expressed that way run unpacked.")
 
     def validate_data(self) -> None:
         if not self.data:
@@ -72,7 +73,6 @@ class TrainConfig(DataArgs):
     seed: int = option(0, "Seed for data order, held-out split and initialisation of LoRA.")
     dtype: str = option("float32", "Weight dtype: float32, bfloat16 or float16. bf16 halves memory.")
     mixed_precision: str = option("no", "Autocast: no, bf16 or fp16 (accelerate).")
-    share_prompt: bool = option(True, "Run each pair's prompt once, as one [prompt|chosen|rejected] sequence (exact; much faster with long prompts).")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward: much less memory, ~20-30% slower.")
     lora: bool = option(False, "Train LoRA adapters instead of all weights (peft).")
     lora_r: int = option(16, "LoRA rank.")

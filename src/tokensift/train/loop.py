@@ -24,7 +24,7 @@ from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
 from tokensift.distributed import accelerator_options, fsdp_on_cpu
 from tokensift.errors import UserError
-from tokensift.logprobs import LabelLogps, can_pack
+from tokensift.logprobs import LabelLogps
 from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, same_tokenizer,
                               tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
@@ -123,7 +123,8 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
                 model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                                    device=accelerator.device)
             model.eval()
-            cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device)
+            cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device,
+                       share_prompt=config.share_prompt)
             accelerator.wait_for_everyone()
         sums.update(cache.sums(part.pairs))
     return sums
@@ -155,8 +156,7 @@ class Trainer:
             self.ref_model.requires_grad_(False).eval()
         elif config.needs_reference:
             self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
-        self.pack = config.share_prompt and can_pack(self.model) and (
-            self.ref_model is None or can_pack(self.ref_model))
+        self.pack = config.share_prompt  # logprobs.token_logps runs unpacked where a model cannot pack
         world = self.accelerator.num_processes
         self.schedule = Schedule(len(self.data.train.pairs), config.batch_size * config.grad_accum * world,
                                  config.seed, config.epochs, config.max_steps)
@@ -286,7 +286,7 @@ class Trainer:
             self.metrics_log.truncate_after(0)  # lines of an earlier attempt that died before its first checkpoint
             return 0, {}
         if found is None:
-            log.warning("resume=true but %s holds no checkpoint; starting from scratch", self.output_dir)
+            log.info("resume=true and %s holds no checkpoint yet: starting from scratch", self.output_dir)
             self.metrics_log.truncate_after(0)
             return 0, {}
         if ckpt.is_sharded(self.accelerator):

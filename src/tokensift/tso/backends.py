@@ -1,6 +1,6 @@
 """Generation back ends for the model matrix: transformers (everywhere) and vLLM (GPU machines, optional).
 
-Both take chat-message prompts, render them exactly as training does (data/tokenize.render_prompt), and
+Both take chat-message prompts, render them exactly as training does (data/chat_format.py), and
 return one answer per prompt. Both are seeded from the block seed the caller passes, so a resumed job
 regenerates exactly the answers a straight run would have (for transformers bit for bit on one machine;
 vLLM's sampling is seeded per request but its kernels are not guaranteed deterministic across batches).
@@ -85,13 +85,13 @@ class VLLMSampler:
                seed: int, desc: str | None = None) -> list[str]:
         from vllm import SamplingParams
 
-        from tokensift.data.tokenize import has_chat_template, render_prompt
+        from tokensift.data.chat_format import ChatFormat, encode_prompt
 
-        special = not has_chat_template(self.tokenizer)
-        inputs = [{"prompt_token_ids": self.tokenizer(render_prompt(self.tokenizer, p),
-                                                      add_special_tokens=special)["input_ids"]} for p in prompts]
+        stop_ids = ChatFormat.of(self.tokenizer).stop_ids  # the turn end, as training ends every response
+        inputs = [{"prompt_token_ids": encode_prompt(self.tokenizer, p)} for p in prompts]
         params = [SamplingParams(n=1, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=max_new_tokens, seed=seed * 1_000_003 + i) for i in range(len(prompts))]
+                                 max_tokens=max_new_tokens, seed=seed * 1_000_003 + i, stop_token_ids=stop_ids)
+                  for i in range(len(prompts))]
         outputs = self.llm.generate(inputs, params, use_tqdm=self.progress)
         return [out.outputs[0].text.strip() for out in outputs]
 
