@@ -30,7 +30,7 @@ def throughput(args) -> None:
     from tokensift.data.tokenize import TokenizeSettings, tokenize_examples
     from tokensift.models import load_model, load_tokenizer
     from tokensift.sepo.score import score_pairs
-    from tokensift.train.ref_cache import length_buckets
+    from tokensift.data.collate import length_buckets
 
     tokenizer = load_tokenizer(args.model)
     examples = preference_examples(args.pairs, args.data)

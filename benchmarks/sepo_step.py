@@ -35,7 +35,7 @@ def child(args) -> None:
     from tokensift.data.tokenize import TokenizeSettings, tokenize_examples
     from tokensift.logprobs import token_logps
     from tokensift.models import load_model, load_tokenizer
-    from tokensift.sepo.select import Selection, selection_masks
+    from tokensift.selection import Selection, selection_masks
     from tokensift.train.config import TrainConfig
     from tokensift.train.data import PairSet
     from tokensift.train.loop import TrainData, Trainer

@@ -18,18 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from conftest import CORPUS
 
-FAMILY_CORPUS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "I love this movie, it is wonderful and great!",
-    "This is terrible, awful and sad. I hate it.",
-    "Human: how do I bake bread? Assistant: Mix flour, water, salt and yeast, then bake.",
-    "Please answer the question politely and briefly.",
-    "What is the capital of France? Paris is the capital of France.",
-    "Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000.",
-    "Happy joyful excellent good nice fine okay bad worse worst.",
-    "Café, naïve, résumé: accents are fine. 漢字 and かな too. Emoji 🙂 are bytes.",
-]
+FAMILY_CORPUS = CORPUS + ["Café, naïve, résumé: accents are fine. 漢字 and かな too. Emoji 🙂 are bytes."]
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"

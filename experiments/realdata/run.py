@@ -76,7 +76,7 @@ def common(args) -> dict:
 
 def run_training(config) -> None:
     from tokensift.sepo.pipeline import training_done
-    from tokensift.train.loop import train
+    from tokensift.api import train_model as train
 
     if not training_done(config):
         print(f"[realdata] training {config.output_dir}")

@@ -96,7 +96,7 @@ def train_methods(args, out: Path, pairs_path: Path) -> dict:
     from tokensift.sepo.pipeline import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
     from tokensift.train.config import TrainConfig
-    from tokensift.train.loop import train
+    from tokensift.api import train_model as train
 
     common = dict(data=str(pairs_path), model=args.model, learning_rate=args.lr, batch_size=8, epochs=1.0,
                   warmup_ratio=0.0, max_length=160, max_prompt_length=96, save_every=args.eval_every,
@@ -192,7 +192,7 @@ def key_token_precision(args, out: Path, tokenizer) -> dict:
     from tokensift.data.load import load_preferences
     from tokensift.sepo.project import response_spans
     from tokensift.sepo.score import load_scores
-    from tokensift.sepo.select import Selection
+    from tokensift.selection import Selection
 
     analyzer, _ = vader_scorer()
     positive = {w for w, v in analyzer.lexicon.items() if v > 0}

@@ -8,54 +8,27 @@ User errors (bad files, rows, keys, values) print one paragraph and exit with st
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
-import typing
 
 from tokensift import __version__
-from tokensift.config import _unwrap_optional, load_config
+from tokensift.config import add_config_options, config_from_args
 from tokensift.errors import UserError
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One `--option` per dataclass field (help from the field), plus --config and key=value overrides."""
-    parser.add_argument("--config", help="YAML file of settings (keys as below, underscores).")
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip or dataclasses.is_dataclass(_unwrap_optional(hints[f.name])[0]):
-            continue
-        tp, _ = _unwrap_optional(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else "(see help)"
-        text = f"{f.metadata.get('help', '')} [default: {default}]"
-        if tp is bool:
-            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS, help=text,
-                                metavar="BOOL")
-        else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Overrides, e.g. beta=0.05 oracle.epochs=2")
-
-
-def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):
-    flags = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
-    return load_config(cls, args.config, args.overrides, flags)
-
-
 # ---------------------------------------------------------------------------------------------------- stages
 def run_train(args, forced_loss: str | None = None) -> int:
+    from tokensift.api import train_model
     from tokensift.train.config import TrainConfig
-    from tokensift.train.loop import train
 
     config = config_from_args(TrainConfig, args)
     if forced_loss:
         config.loss = forced_loss
         config.validate()
-    result = train(config)
-    print_result(result)
+    print_result(train_model(config))
     return 0
 
 
@@ -73,9 +46,16 @@ def cmd_dpo(args) -> int:
     from tokensift.train.config import TrainConfig
 
     loss = config_from_args(TrainConfig, args).loss  # --loss, the YAML file or a loss=... override
-    if loss in ("sft", "sepo"):
+    if loss not in pairwise_losses():
         raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={loss}` instead")
     return run_train(args)
+
+
+def pairwise_losses() -> list[str]:
+    """What `tokensift dpo` trains: pairwise losses on whole responses (no token selection)."""
+    from tokensift.losses import LOSSES
+
+    return [name for name, spec in LOSSES.items() if spec.pairwise and spec.selection == "none"]
 
 
 def cmd_train(args) -> int:
@@ -141,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, func, text in (
         ("sft", cmd_sft, "Supervised fine-tuning on the chosen responses (e.g. the SePO reference model)."),
-        ("dpo", cmd_dpo, "Pairwise preference training: dpo, ipo, cdpo, robust, hinge, simpo, rrhf, tdpo, tso."),
+        ("dpo", cmd_dpo, f"Pairwise preference training: {', '.join(pairwise_losses())}."),
         ("train", cmd_train, "Train with any loss, including SePO on key tokens (loss=sepo scores=DIR)."),
     ):
         p = sub.add_parser(name, help=text, description=text)

@@ -7,6 +7,7 @@ Unknown keys are errors with a "did you mean" suggestion; YAML is read with `yam
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
@@ -30,7 +31,7 @@ def _field_types(cls) -> dict[str, object]:
     return typing.get_type_hints(cls)
 
 
-def _unwrap_optional(tp):
+def unwrap_optional(tp):
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
@@ -38,14 +39,15 @@ def _unwrap_optional(tp):
     return tp, False
 
 
-def _suggest(name: str, choices, prefix: str = "") -> str:
+def suggest(name: str, choices, prefix: str = "") -> str:
+    """" (did you mean 'x'?)" for the closest of `choices`, or ""."""
     close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def coerce(value, tp, key: str):
     """Convert a YAML value or a command-line string to the field's type, or raise a UserError naming the key."""
-    tp, optional = _unwrap_optional(tp)
+    tp, optional = unwrap_optional(tp)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
         if optional:
             return None
@@ -90,11 +92,14 @@ def coerce(value, tp, key: str):
 def build(cls, values: dict, prefix: str = ""):
     """Instantiate `cls` from a mapping, checking every key and value."""
     types_ = _field_types(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
-        if key not in names:
-            raise UserError(f"unknown config key '{prefix}{key}'{_suggest(key, names, prefix)}")
+        if key not in fields:
+            raise UserError(f"unknown config key '{prefix}{key}'{suggest(key, fields, prefix)}")
+        if fields[key].metadata.get("in_memory") and not isinstance(value, (str, int, float, bool, type(None))):
+            kwargs[key] = value  # rows handed over in Python (the API): validate() turns them into a source
+            continue
         kwargs[key] = coerce(value, types_[key], prefix + key)
     missing = [
         f.name for f in dataclasses.fields(cls)
@@ -161,3 +166,28 @@ def to_dict(obj) -> dict:
 
 def help_of(cls, name: str) -> str:
     return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
+
+
+# ----------------------------------------------------------------------------------------- command line
+def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One `--option` per dataclass field (help from the field), plus --config and key=value overrides."""
+    parser.add_argument("--config", help="YAML file of settings (keys as below, underscores).")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or dataclasses.is_dataclass(unwrap_optional(hints[f.name])[0]):
+            continue
+        tp, _ = unwrap_optional(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else "(see help)"
+        text = f"{f.metadata.get('help', '')} [default: {default}]"
+        if tp is bool:
+            parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS, help=text,
+                                metavar="BOOL")
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Overrides, e.g. beta=0.05 oracle.epochs=2")
+
+
+def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):
+    flags = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
+    return load_config(cls, args.config, args.overrides, flags)

@@ -1,4 +1,5 @@
-"""Atomic file-system moves: nothing partial is ever visible under a final name, whenever a process dies."""
+"""File-system helpers: atomic moves (nothing partial is ever visible under a final name, whenever a process dies)
+and the check every stage runs on its output folder before any work."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+
+from tokensift.errors import UserError
 
 
 def remove_dir(folder: Path) -> None:
@@ -41,3 +44,30 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+MIN_FREE_BYTES = 256 << 20
+
+
+def check_output_dir(path: Path, create: bool = True, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """Fail before any work starts when the output folder cannot be written or its disk is nearly full."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output_dir {path} exists and is a file, not a folder")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create output_dir {path}: {exc.strerror}") from None
+    probe = path / f".write-test-{uuid.uuid4().hex}"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"output_dir {path} is not writable: {exc.strerror}") from None
+    free = shutil.disk_usage(path).free
+    if free < min_free_bytes:
+        raise UserError(
+            f"output_dir {path} has only {free / 2**20:.0f} MiB free; at least {min_free_bytes / 2**20:.0f} MiB "
+            "are needed for checkpoints and the final model"
+        )

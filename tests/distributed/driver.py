@@ -23,7 +23,7 @@ def main():
         config.validate()
         score_tokens(config)
         return
-    from tokensift.train.loop import train
+    from tokensift.api import train_model as train
 
     tmp = Path(job["tmp"])
     config = train_config(tmp, Path(job["model"]), Path(job["data"]), **job["config"])

@@ -55,7 +55,7 @@ def test_eval_generate_end_to_end(tmp_path, model_dir, reference_dir, capsys):
     code = run_eval(["eval", "generate", "--prompts", str(data), "--model", str(model_dir),
                      "--reference", str(reference_dir), "--opponent", str(reference_dir), "--output", str(out),
                      "--progress", "false", "reference_column=chosen", "limit=3", "samples_per_prompt=2",
-                     "max_new_tokens=4", "judge.type=callable", "judge.function=tokensift.tso.judges:vader_sentiment"])
+                     "max_new_tokens=4", "judge.type=callable", "judge.function=tokensift.judges:vader_sentiment"])
     assert code == 0
     result = json.loads(out.read_text())
     metrics = result["metrics"]
@@ -68,7 +68,7 @@ def test_eval_generate_end_to_end(tmp_path, model_dir, reference_dir, capsys):
     items = result["items"]
     assert len(items) == 6 and {"answer", "reference_answer", "opponent_answer", "kl_term"} <= set(items[0])
     assert metrics["kl"]["kl"] == pytest.approx(sum(i["kl_term"] for i in items) / 6)
-    assert result["config"]["judge"] == {"type": "callable", "function": "tokensift.tso.judges:vader_sentiment"}
+    assert result["config"]["judge"] == {"type": "callable", "function": "tokensift.judges:vader_sentiment"}
     printed = capsys.readouterr().out
     assert "win rate vs reference answers" in printed and "KL(policy || reference)" in printed
 

@@ -30,7 +30,7 @@ def test_default_model_against_itself(tmp_path):
 
     config = GenerateEvalConfig(prompts=str(data), model=DEFAULT_MODEL, reference=DEFAULT_MODEL, device="cpu",
                                 reference_column="chosen", max_new_tokens=16, progress=False,
-                                judge={"type": "callable", "function": "tokensift.tso.judges:vader_sentiment"})
+                                judge={"type": "callable", "function": "tokensift.judges:vader_sentiment"})
     result = evaluate_generation(config)
     assert result["metrics"]["kl"]["kl"] == 0.0
     assert all(item["answer"] for item in result["items"])  # an instruct model answers in words

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tokensift.eval.judging import is_scoring_judge, judge_answers
-from tokensift.tso.judge_cache import CachedJudge
-from tokensift.tso.judges import CallableJudge, Judge, Verdict
+from tokensift.judges.cache import CachedJudge
+from tokensift.judges import CallableJudge, Judge, Verdict
 
 PROMPTS = [[{"role": "user", "content": "first question"}], [{"role": "user", "content": "second question"}]]
 SCORES = {"good good": 2.0, "bad": -1.0, "good": 1.0, "fine": 0.5, "great": 3.0, "meh": 0.0}

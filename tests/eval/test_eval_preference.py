@@ -70,7 +70,7 @@ def test_length_breakdown_on_a_hand_made_set():
 
 
 def test_held_out_pairs_are_the_ones_training_held_aside(tmp_path, tokenizer, model_dir):
-    from tokensift.train.loop import prepare_data
+    from tokensift.train.data import load_training_data as prepare_data
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=20, seed=3)
     trained = prepare_data(train_config(tmp_path, model_dir, data, eval_fraction=0.2, seed=7, limit=18), tokenizer)

@@ -46,7 +46,7 @@ def test_prompt_rows_with_reference_answers_and_bad_rows(tmp_path):
 
 
 def test_preference_source_gives_the_prompts_training_held_aside(tmp_path, tokenizer, model_dir):
-    from tokensift.train.loop import prepare_data
+    from tokensift.train.data import load_training_data as prepare_data
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=20, seed=1)
     trained = prepare_data(train_config(tmp_path, model_dir, data, eval_fraction=0.25, seed=5), tokenizer)

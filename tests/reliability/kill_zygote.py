@@ -37,7 +37,7 @@ def warm_imports() -> None:
     import tokensift.train.loop  # noqa: F401
     import tokensift.tso.cli  # noqa: F401
     import tokensift.tso.loop  # noqa: F401
-    from tokensift.tso import judges
+    from tokensift import judges
 
     judges.vader_sentiment([], "warm up the lexicon")  # pure Python: no threads, loaded once here
 

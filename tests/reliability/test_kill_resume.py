@@ -425,7 +425,7 @@ def test_tso_rounds_killed_ten_times_resume_to_identical_weights(zygote, tiny_di
         "generators": [{"name": "hot", "model": str(tiny_dir), "temperature": 1.5, "size": 1, "stage": 0},
                        {"name": "cool", "model": str(tiny_dir), "temperature": 0.7, "size": 1, "stage": 1},
                        {"name": "policy", "policy": True, "size": 1, "stage": 2}],
-        "judge": {"type": "callable", "function": "tokensift.tso.judges:vader_sentiment"},
+        "judge": {"type": "callable", "function": "tokensift.judges:vader_sentiment"},
         "train": {"learning_rate": 1e-3, "batch_size": 2, "epochs": 2, "save_every": 1, "keep_checkpoints": 100,
                   "max_length": 64, "max_prompt_length": 32, "warmup_ratio": 0.0},
     }))

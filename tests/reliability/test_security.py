@@ -141,7 +141,7 @@ def test_remote_code_is_refused_unless_enabled(tmp_path, capsys, monkeypatch):
         assert err.strip() == f"error: {message}"
         assert not marker.exists(), f"{argv[0]} ran the repository's code"
     from tokensift.errors import UserError
-    from tokensift.tso.judges import RewardModelJudge
+    from tokensift.judges import RewardModelJudge
 
     with pytest.raises(UserError, match="could not load model"):
         RewardModelJudge(str(model))

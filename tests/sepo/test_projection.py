@@ -13,7 +13,7 @@ from conftest import build_tokenizer
 from families import FAMILIES, build_family_tokenizer
 
 from tokensift.sepo.project import project_scores, response_spans
-from tokensift.sepo.select import Selection, selected_count
+from tokensift.selection import Selection, selected_count
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
 

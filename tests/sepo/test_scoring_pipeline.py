@@ -11,7 +11,7 @@ from conftest import build_model, train_config, write_pairs
 from tokensift.sepo.config import ScoreConfig
 from tokensift.sepo.score import load_scores, score_tokens
 from tokensift.shards import ShardStore
-from tokensift.train.loop import train
+from tokensift.api import train_model as train
 from tokensift.train.metrics import read_metrics
 
 
@@ -111,9 +111,10 @@ def test_sepo_reads_only_selected_tokens(tmp_path, two_models):
     score_tokens(score_cfg)
     cfg = train_config(tmp_path, ref_dir, "", loss="sepo", scores=score_cfg.output_dir, k_chosen=0.3,
                        k_rejected=0.3, max_steps=1)  # no data: SePO reads its pairs from the scores
+    from tokensift.sepo.policy import sepo_train_data
     from tokensift.train.loop import Trainer
 
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, sepo_train_data)
     pairs = trainer.data.train.pairs[:4]
     batch = trainer.build_batch(pairs)
     _, records = load_scores(score_cfg.output_dir)
@@ -153,7 +154,7 @@ def test_show_cli_writes_the_heatmap_of_stored_scores(tmp_path, two_models, caps
     import re
 
     from tokensift.cli import main
-    from tokensift.sepo.select import Selection
+    from tokensift.selection import Selection
 
     ref_dir, oracle_dir = two_models
     data = write_pairs(tmp_path / "pairs.jsonl", n=6)

@@ -6,7 +6,7 @@ import pytest
 from conftest import CORPUS, build_tokenizer
 from tokensift.sepo.mass import absolute_mass_share, pair_mass_curve
 from tokensift.sepo.project import project_scores, response_spans
-from tokensift.sepo.select import Selection, selection_masks
+from tokensift.selection import Selection, selection_masks
 
 
 def test_per_response_top_and_bottom_k():

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tokensift.errors import UserError
-from tokensift.tso.http_judge import HTTPJudge, JudgeRequestError, parse_answer
-from tokensift.tso.judge_cache import CachedJudge
+from tokensift.judges.http import HTTPJudge, JudgeRequestError, parse_answer
+from tokensift.judges.cache import CachedJudge
 
 KEY = "sk-test-SECRET-7f3a9c0e1d2b4a68"
 PROMPT = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Say something nice."}]

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from tokensift.errors import UserError
-from tokensift.tso.judge_cache import CachedJudge, cache_key
-from tokensift.tso.judges import CallableJudge, Judge, Verdict
+from tokensift.judges.cache import CachedJudge, cache_key
+from tokensift.judges import CallableJudge, Judge, Verdict
 
 PROMPT = [{"role": "user", "content": "Say something."}]
 ITEMS = [(PROMPT, "a" * n, "b" * (5 - n)) for n in range(1, 5)]
@@ -98,8 +98,8 @@ def test_killed_writer_leaves_a_valid_cache(tmp_path):
     path = tmp_path / "c.sqlite"
     child = textwrap.dedent(f"""
         import os
-        from tokensift.tso.judge_cache import CachedJudge
-        from tokensift.tso.judges import CallableJudge
+        from tokensift.judges.cache import CachedJudge
+        from tokensift.judges import CallableJudge
         calls = 0
         def dies_on_seventh_call(prompt, response):
             global calls

@@ -13,9 +13,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
 from tokensift.errors import UserError
-from tokensift.tso.judge_cache import CachedJudge
-from tokensift.tso.judges import (PAIRWISE_TEMPLATE, CallableJudge, LocalLLMJudge, RewardModelJudge, Verdict,
-                                  build_judge, combine_orders, sigmoid, vader_sentiment)
+from tokensift.judges.cache import CachedJudge
+from tokensift.judges import CallableJudge, LocalLLMJudge, RewardModelJudge, Verdict, build_judge, vader_sentiment
+from tokensift.judges.base import PAIRWISE_TEMPLATE, combine_orders, sigmoid
 
 TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
@@ -263,10 +263,10 @@ def test_sigmoid_is_stable():
 # -- build_judge ---------------------------------------------------------------------------------------------
 
 def test_build_callable_from_dotted_path_with_cache(tmp_path):
-    judge = build_judge({"type": "callable", "function": "tokensift.tso.judges:vader_sentiment",
+    judge = build_judge({"type": "callable", "function": "tokensift.judges:vader_sentiment",
                          "temperature": 0.5, "cache": str(tmp_path / "c.sqlite")})
     assert isinstance(judge, CachedJudge)
-    assert judge.name == "callable:tokensift.tso.judges.vader_sentiment:temperature=0.5"
+    assert judge.name == "callable:tokensift.judges.functions.vader_sentiment:temperature=0.5"
     good, bad = "I love it, wonderful!", "I hate it, awful."
     verdict = judge.compare(PROMPT, good, bad)
     assert verdict.p_first == pytest.approx(sigmoid((vader_sentiment(PROMPT, good) - vader_sentiment(PROMPT, bad)) / 0.5))
@@ -284,10 +284,10 @@ def test_build_reward_model_and_http(rm_dir):
     ({"type": "oracle"}, "judge type must be one of ['callable', 'http', 'local_llm', 'reward_model'], got 'oracle'"),
     ({"type": "callable"}, "callable judge config needs 'function: package.module:function'"),
     ({"type": "callable", "function": "os.path.join"}, "function must be written 'package.module:function'"),
-    ({"type": "callable", "function": "tokensift.tso.judges:nope"}, "'nope' not found"),
+    ({"type": "callable", "function": "tokensift.judges:nope"}, "'nope' not found"),
     ({"type": "callable", "function": "tokensift_missing_mod:f"}, "cannot import module 'tokensift_missing_mod'"),
-    ({"type": "callable", "function": "tokensift.tso.judges:PAIRWISE_TEMPLATE"}, "is not callable"),
-    ({"type": "callable", "function": "tokensift.tso.judges:sigmoid", "temprature": 1},
+    ({"type": "callable", "function": "tokensift.judges.base:PAIRWISE_TEMPLATE"}, "is not callable"),
+    ({"type": "callable", "function": "tokensift.judges.base:sigmoid", "temprature": 1},
      "unknown key(s) ['temprature'] for a callable judge; allowed: ['name', 'temperature']"),
 ])
 def test_build_judge_errors(spec, message):

@@ -19,7 +19,7 @@ from tokensift.errors import UserError
 from tokensift.train.loop import Trainer
 from tokensift.tso.backends import TransformersSampler
 from tokensift.tso.config import TSOConfig
-from tokensift.tso.judges import CallableJudge
+from tokensift.judges import CallableJudge
 from tokensift.tso.loop import ReviewNeeded, export_review, run_tso
 
 
@@ -84,7 +84,7 @@ def tiny_config(tmp_path, model_dir, name, **overrides):
         "generators": [{"name": "hot", "model": str(model_dir), "temperature": 1.5, "size": 1, "stage": 0},
                        {"name": "cool", "model": str(model_dir), "temperature": 0.7, "size": 1, "stage": 1},
                        {"name": "policy", "policy": True, "size": 1, "stage": 2}],
-        "judge": {"type": "callable", "function": "tokensift.tso.judges:vader_sentiment"},
+        "judge": {"type": "callable", "function": "tokensift.judges:vader_sentiment"},
         "train": {"learning_rate": 1e-3, "batch_size": 4, "save_every": 1, "keep_checkpoints": 3,
                   "max_length": 64, "max_prompt_length": 32, "warmup_ratio": 0.0},
     }

@@ -12,7 +12,7 @@ import pytest
 from tokensift.errors import DataError, UserError
 from tokensift.tso.config import HUMAN, parse_generators, prior_ranks
 from tokensift.tso.files import write_table
-from tokensift.tso.judges import Verdict
+from tokensift.judges import Verdict
 from tokensift.tso.matrix import Candidate, assemble_candidates
 from tokensift.tso.pairs import (
     REVIEW_COLUMNS,

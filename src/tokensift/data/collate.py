@@ -123,3 +123,9 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
     return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
                      packed=pack_pairs(pairs, pad_id) if pack else None)
+
+
+def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:
+    """Batches of similar length (longest first), so padding wastes little compute in no-grad passes."""
+    ordered = sorted(pairs, key=lambda p: (-p.num_tokens, p.row))
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]

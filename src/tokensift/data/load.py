@@ -129,7 +129,7 @@ def iter_preferences(source: str, columns: dict[str, str] | str | None = None, s
                     except OSError as open_error:
                         raise UserError(f"cannot write the rejects file {path}: {open_error.strerror}") from None
                     result.rejects_path = path
-                rejects_file.write(json.dumps({"source": source, "row": row, "field": rejected.field,
+                rejects_file.write(json.dumps({"source": str(source), "row": row, "field": rejected.field,
                                                "reason": rejected.problem, "raw": rejected.raw},
                                               ensure_ascii=False) + "\n")
                 rejects_file.flush()

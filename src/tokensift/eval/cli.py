@@ -12,7 +12,7 @@ SKIP = ("config", "overrides", "command", "eval_command", "func", "verbose")
 
 
 def cmd_pairs(args) -> int:
-    from tokensift.cli import config_from_args
+    from tokensift.config import config_from_args
     from tokensift.eval.config import PairsEvalConfig
     from tokensift.eval.preference import evaluate_preferences
     from tokensift.eval.report import default_output, pairs_summary, write_results
@@ -26,7 +26,7 @@ def cmd_pairs(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from tokensift.cli import config_from_args
+    from tokensift.config import config_from_args
     from tokensift.eval.config import GenerateEvalConfig
     from tokensift.eval.generation import evaluate_generation
     from tokensift.eval.report import default_output, generation_summary, write_results
@@ -41,7 +41,7 @@ def cmd_generate(args) -> int:
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Register `eval` with its actions on the stage subparsers of `tokensift`; returns the `eval` parser."""
-    from tokensift.cli import add_config_options
+    from tokensift.config import add_config_options
     from tokensift.eval.config import GenerateEvalConfig, PairsEvalConfig
 
     text = "Evaluate a model: preference accuracy on held-out pairs, judged win rates of sampled answers, KL."

@@ -8,11 +8,9 @@ from tokensift.config import option
 from tokensift.errors import UserError
 from tokensift.eval.lengths import parse_edges
 from tokensift.models import DEFAULT_MODEL, parse_dtype
-from tokensift.tso.judges import check_judge_spec
+from tokensift.judges import JUDGES, check_judge_spec
 from tokensift.train.config import DataArgs
 
-JUDGE_TYPES = ("reward_model", "local_llm", "http", "callable")  # what tso/judges.build_judge accepts
-PAIRWISE_JUDGES = ("local_llm", "http")  # the others score single answers
 
 
 @dataclass
@@ -73,7 +71,7 @@ class PromptArgs:
 class GenerateEvalConfig(RunArgs, PromptArgs):
     reference: str | None = option(None, "Reference model for KL(policy || reference) on the sampled answers (none: no KL). Must share the policy's tokenizer.")
     opponent: str | None = option(None, "Another model whose sampled answers the policy's answers are judged against (none: no head-to-head win rate).")
-    judge: dict | None = option(None, "Judge settings as in tso/judges.build_judge, e.g. judge.type=callable judge.function=tokensift.tso.judges:vader_sentiment, or type=reward_model/local_llm/http (none: no scores or win rates).")
+    judge: dict | None = option(None, "Judge settings as in judges.build_judge, e.g. judge.type=callable judge.function=tokensift.judges:vader_sentiment, or type=reward_model/local_llm/http (none: no scores or win rates).")
     samples_per_prompt: int = option(1, "Answers sampled per prompt. Time grows linearly with it; more samples tighten every estimate.")
     max_new_tokens: int = option(128, "Longest sampled answer, in tokens (longer answers are cut; KL is then over the first N tokens).")
     temperature: float = option(1.0, "Sampling temperature. KL is only an estimate of KL(policy || reference) at 1.0 (0 = greedy: no KL).")
@@ -100,9 +98,9 @@ class GenerateEvalConfig(RunArgs, PromptArgs):
             raise UserError(f"tie_tolerance must be 0 or more, got {self.tie_tolerance}")
         if self.judge is not None:
             check_judge_spec(self.judge)  # before the config is saved with the results
-        if self.judge is not None and self.judge.get("type") not in JUDGE_TYPES:
-            raise UserError(f"judge.type must be one of {', '.join(JUDGE_TYPES)}, got {self.judge.get('type')!r} "
-                            "(e.g. judge.type=callable judge.function=tokensift.tso.judges:vader_sentiment)")
-        if self.judge is not None and self.judge["type"] in PAIRWISE_JUDGES and not (self.reference_column or self.opponent):
+        if self.judge is not None and self.judge.get("type") not in JUDGES:
+            raise UserError(f"judge.type must be one of {', '.join(JUDGES)}, got {self.judge.get('type')!r} "
+                            "(e.g. judge.type=callable judge.function=tokensift.judges:vader_sentiment)")
+        if self.judge is not None and JUDGES[self.judge["type"]].pairwise and not (self.reference_column or self.opponent):
             raise UserError(f"a {self.judge['type']} judge only compares two answers: set reference_column "
                             "(reference answers) or opponent (another model) for it to compare against")

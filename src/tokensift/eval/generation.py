@@ -16,7 +16,7 @@ from tokensift.eval.sampling import answer_logp_sums, kl_estimate
 from tokensift.eval.stats import mean_and_stderr
 from tokensift.generate import Sample, SamplingSettings, sample_answers
 from tokensift.models import load_tokenizer
-from tokensift.tso.judges import build_judge
+from tokensift.judges import build_judge
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Judge sampled answers: mean scores, win rates against reference answers or another model's answers.
 
-Any judge from tso/judges.py works. Scoring judges (reward model, Python function) score every answer once;
+Any judge from tokensift.judges works. Scoring judges (reward model, Python function) score every answer once;
 a comparison is then the sign of the score difference, exactly what their `compare` (sigmoid of the
 difference) decides at 0.5, without scoring the same answer again for every opponent. Pairwise judges (local
 LLM, HTTP) are asked `compare_many(prompt, policy answer, other answer)`; their own both-orders averaging
@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from tokensift.eval.stats import mean_and_stderr, outcomes_from_differences, win_rate_summary
-from tokensift.tso.judge_cache import CachedJudge
+from tokensift.judges.cache import CachedJudge
 
 CHUNK = 64  # judgements per call: progress bar granularity, and what a cached judge commits at once
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from tokensift.config import option
 from tokensift.errors import UserError
+from tokensift.losses import LOSSES
 from tokensift.train.config import DataArgs, TrainConfig
 
 
@@ -40,5 +41,7 @@ class OracleConfig(TrainConfig):
         super().validate()
         if not 0 < self.fraction <= 1:
             raise UserError(f"fraction must lie in (0, 1], got {self.fraction}")
-        if self.loss not in ("dpo", "ipo", "cdpo", "robust", "hinge", "tso"):
-            raise UserError(f"the oracle is trained with a reference-based loss (dpo by default), not '{self.loss}'")
+        if self.loss_spec.reference != "cached":  # its token reward is beta * (log pi_oracle - log pi_ref)
+            choices = ", ".join(name for name, spec in LOSSES.items() if spec.reference == "cached")
+            raise UserError(f"the oracle is trained with a reference-based loss (dpo by default; one of {choices}), "
+                            f"not '{self.loss}'")

@@ -12,8 +12,8 @@ import numpy as np
 from tokensift.errors import UserError
 from tokensift.models import load_tokenizer
 from tokensift.sepo.config import OracleConfig
-from tokensift.train.data import PairSet
-from tokensift.train.loop import TrainResult, Trainer, prepare_data
+from tokensift.train.data import PairSet, load_training_data
+from tokensift.train.loop import TrainResult, Trainer
 
 
 def oracle_subset(pairs: list, fraction: float, seed: int) -> list:
@@ -29,7 +29,7 @@ def train_oracle(config: OracleConfig) -> TrainResult:
     if config.reference not in (None, config.model):
         raise UserError("the oracle starts from its reference: leave reference unset (it is the oracle's model)")
     tokenizer = load_tokenizer(config.model, config.trust_remote_code)
-    data = prepare_data(config, tokenizer)
+    data = load_training_data(config, tokenizer)
     subset = oracle_subset(data.train.pairs, config.fraction, config.seed)
     data.train = PairSet(data.train.source, f"{data.train.fingerprint}|fraction={config.fraction}|seed={config.seed}",
                          subset, data.train.notes + [f"oracle trains on {len(subset)} pairs ({config.fraction:.0%})"])

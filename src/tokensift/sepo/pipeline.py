@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokensift.config import build, option
+from tokensift.data.io import as_source
 from tokensift.errors import UserError
 from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SePOConfig:
-    data: str = option("", "Preference data for every stage (file, dataset folder or hub id).")
+    data: str = option("", "Preference data for every stage (file, dataset folder or hub id; in Python also a list of dicts or a datasets.Dataset).", in_memory=True)
     output_dir: str = option("runs/sepo", "Stage folders go here: sft/, oracle/, scores/, policy/, report/.")
     reference_model: str = option(DEFAULT_MODEL, "The oracle's starting point (SFT'd first when sft.enabled).")
     policy_model: str = option(DEFAULT_MODEL, "The model SePO trains; may be larger than the oracle (same tokenizer, or projection).")
@@ -42,6 +43,7 @@ class SePOConfig:
     show_pairs: int = option(50, "Pairs in the report's HTML heatmap (0: none).")
 
     def validate(self) -> None:
+        self.data = as_source(self.data, "data")
         if not self.data:
             raise UserError("the SePO pipeline needs data=PATH")
         self.stages()  # builds and checks every stage's settings now, before any work
@@ -81,7 +83,7 @@ def training_done(config: TrainConfig) -> bool:
     if not card.exists():
         return False
     recorded = json.loads(card.read_text()).get("config", {})
-    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
     ignore = {"resume", "progress"}
     if {k: v for k, v in recorded.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
         raise UserError(
@@ -95,6 +97,8 @@ def run_pipeline(config: SePOConfig) -> dict:
     from tokensift.sepo.mass import describe, mass_summary, save_summary
     from tokensift.sepo.oracle import train_oracle
     from tokensift.sepo.score import score_tokens, scores_complete
+    from tokensift.selection import SelectionArgs
+    from tokensift.sepo.policy import train_policy
     from tokensift.sepo.show import ShowConfig, show_scores
     from tokensift.train.loop import train
 
@@ -127,12 +131,13 @@ def run_pipeline(config: SePOConfig) -> dict:
         print(f"[sepo] policy: done already ({policy.output_dir}/final), skipped")
     else:
         print(f"[sepo] policy: SePO on {policy.model}, k_chosen={policy.k_chosen}, k_rejected={policy.k_rejected}")
-        train(policy)
+        train_policy(policy)
     report["stages"]["policy"] = str(Path(policy.output_dir) / "final")
     if config.show_pairs:
-        page = show_scores(ShowConfig(scores=score.output_dir, output=str(config.folder("report") / "token-scores.html"),
-                                      pairs=config.show_pairs, k_chosen=policy.k_chosen, k_rejected=policy.k_rejected,
-                                      selection=policy.selection, reward_mass=policy.reward_mass))
+        page = show_scores(build(ShowConfig, {
+            "scores": score.output_dir, "output": str(config.folder("report") / "token-scores.html"),
+            "pairs": config.show_pairs, "limit": policy.limit, "eval_fraction": policy.eval_fraction,
+            "seed": policy.seed, **{f.name: getattr(policy, f.name) for f in dataclasses.fields(SelectionArgs)}}))
         report["heatmap"] = str(page)
         print(f"[sepo] heatmap: {page}")
     write_json_atomic(config.folder("report") / "pipeline.json", report)

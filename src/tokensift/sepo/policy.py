@@ -20,10 +20,9 @@ from tokensift.errors import UserError
 from tokensift.models import load_tokenizer, tokenizer_fingerprint
 from tokensift.sepo.project import project_scores, response_spans
 from tokensift.sepo.score import load_scores
-from tokensift.sepo.select import Selection, selection_masks
+from tokensift.selection import selection_masks
 from tokensift.train.config import TrainConfig
-from tokensift.train.data import PairSet, split_eval
-from tokensift.train.loop import TrainData
+from tokensift.train.data import PairSet, TrainData, split_eval
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +74,17 @@ def projected_records(config: TrainConfig, meta: dict, records: dict, policy_tok
     return out
 
 
+def training_rows(rows, limit: int | None, eval_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held-out) rows of the scored pairs, as a training run with these settings splits them.
+
+    The selection is fitted on the train rows, by training and by `tokensift show` alike.
+    """
+    rows = sorted(rows)
+    if limit:
+        rows = rows[:limit]
+    return split_eval(rows, eval_fraction, seed)
+
+
 def sepo_train_data(config: TrainConfig, tokenizer) -> TrainData:
     meta, records = load_scores(config.scores)
     same = meta["inputs"]["tokenizer"] == tokenizer_fingerprint(tokenizer)
@@ -88,20 +98,18 @@ def sepo_train_data(config: TrainConfig, tokenizer) -> TrainData:
             )
         records = projected_records(config, meta, records, tokenizer)
         projected = True
-    pairs = [TokenizedPair(row, r["prompt_ids"], r["chosen_ids"], r["rejected_ids"]) for row, r in sorted(records.items())]
-    if config.limit:
-        pairs = pairs[: config.limit]
-    train, held = split_eval(pairs, config.eval_fraction, config.seed)
-    selection = Selection(config.selection, config.k_chosen, config.k_rejected, config.reward_mass).fit(
-        [records[p.row]["chosen_scores"] for p in train], [records[p.row]["rejected_scores"] for p in train]
-    )
+    train_rows, held_rows = training_rows(records, config.limit, config.eval_fraction, config.seed)
+    train, held = ([TokenizedPair(row, records[row]["prompt_ids"], records[row]["chosen_ids"],
+                                  records[row]["rejected_ids"]) for row in rows] for rows in (train_rows, held_rows))
+    selection = config.fitted_selection([records[r]["chosen_scores"] for r in train_rows],
+                                        [records[r]["rejected_scores"] for r in train_rows])
 
     def select(batch_pairs, batch):
         return selection_masks(selection, [records[p.row]["chosen_scores"] for p in batch_pairs],
                                [records[p.row]["rejected_scores"] for p in batch_pairs], batch.response_mask.shape[1])
 
     fp = meta["fingerprint"]
-    notes = [f"{len(pairs)} scored pairs from {config.scores}" + (" (projected onto the policy tokenizer)" if projected else "")]
+    notes = [f"{len(train) + len(held)} scored pairs from {config.scores}" + (" (projected onto the policy tokenizer)" if projected else "")]
     return TrainData(
         train=PairSet(config.scores, fp, train, notes),
         eval=PairSet(config.scores, fp, held) if held else None,
@@ -111,3 +119,8 @@ def sepo_train_data(config: TrainConfig, tokenizer) -> TrainData:
     )
 
 
+def train_policy(config: TrainConfig, tokenizer=None):
+    """Train the policy on the key tokens the stored scores select (`tokensift train loss=sepo scores=DIR`)."""
+    from tokensift.train.loop import train
+
+    return train(config, sepo_train_data, tokenizer)

@@ -23,18 +23,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokensift.data.collate import collate_pairs
-from tokensift.data.io import source_fingerprint
+from tokensift.data.collate import collate_pairs, length_buckets
+from tokensift.data.io import fingerprint, source_fingerprint
 from tokensift.data.load import LoadResult, iter_preferences
 from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
 from tokensift.distributed import partial_state
 from tokensift.errors import UserError
+from tokensift.fsutil import check_output_dir
 from tokensift.logprobs import token_logps
 from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
 from tokensift.sepo.config import ScoreConfig
 from tokensift.shards import ShardStore
-from tokensift.train.outputs import check_output_dir
-from tokensift.train.ref_cache import fingerprint, length_buckets
 
 log = logging.getLogger(__name__)
 COLUMNS = ("row", "prompt_ids", "chosen_ids", "rejected_ids", "chosen_scores", "rejected_scores")
@@ -52,7 +51,7 @@ class ScoreResult:
 def score_meta(config: ScoreConfig, tokenizer) -> dict:
     return {
         "kind": "tokensift token scores",
-        "data": source_fingerprint(config.data, config.split), "source": config.data, "columns": config.columns,
+        "data": source_fingerprint(config.data, config.split), "source": str(config.data), "columns": config.columns,
         "limit": config.limit, "oracle": model_fingerprint(config.oracle), "reference": model_fingerprint(config.reference),
         "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": config.max_length,
         "max_prompt_length": config.max_prompt_length, "beta": config.beta, "dtype": config.dtype,

@@ -1,4 +1,8 @@
-"""`tokensift show`: an HTML page of scored pairs, every token coloured by its score, key tokens outlined."""
+"""`tokensift show`: an HTML page of scored pairs, every token coloured by its score, key tokens outlined.
+
+The outlined tokens are the ones training selects: the same selection settings (selection.SelectionArgs), fitted
+on the same rows (the training split that `limit`, `eval_fraction` and `seed` give, sepo/policy.training_rows).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,20 @@ from pathlib import Path
 from tokensift.config import option
 from tokensift.errors import UserError
 from tokensift.models import load_tokenizer
+from tokensift.selection import SelectionArgs
+from tokensift.sepo.policy import training_rows
 from tokensift.sepo.score import load_scores
-from tokensift.sepo.select import Selection
-from tokensift.train.config import SELECTIONS
 from tokensift.viz.heatmap import render_heatmap
 
 
 @dataclass
-class ShowConfig:
+class ShowConfig(SelectionArgs):
     scores: str = option("", "Folder of token scores written by `tokensift score`.")
     output: str = option("token-scores.html", "The HTML file to write (self-contained, opens offline).")
     pairs: int = option(200, "How many pairs to include (the first N rows).")
-    k_chosen: float = option(0.3, "Share of chosen tokens outlined as selected (highest scores).")
-    k_rejected: float = option(0.3, "Share of rejected tokens outlined as selected (lowest scores).")
-    selection: str = option("per_response", f"Selection strategy: {', '.join(SELECTIONS)}.")
-    reward_mass: float = option(0.8, "reward_mass strategy: share of a response's reward its key tokens carry.")
+    limit: int | None = option(None, "As in the training run whose selection to show: its first N scored pairs.")
+    eval_fraction: float = option(0.0, "As in the training run: the seeded share held aside (the selection is fitted on the rest).")
+    seed: int = option(0, "As in the training run: the seed of its held-out split.")
     tokenizer: str | None = option(None, "Tokenizer to decode the ids (default: the oracle's, from the scores).")
 
     def validate(self) -> None:
@@ -30,11 +33,9 @@ class ShowConfig:
             raise UserError("show needs scores=DIR (from `tokensift score`)")
         if self.pairs < 1:
             raise UserError(f"pairs must be at least 1, got {self.pairs}")
-        for name in ("k_chosen", "k_rejected", "reward_mass"):
-            if not 0 < getattr(self, name) <= 1:
-                raise UserError(f"{name} must lie in (0, 1], got {getattr(self, name)}")
-        if self.selection not in SELECTIONS:
-            raise UserError(f"unknown selection '{self.selection}'; choose one of {', '.join(SELECTIONS)}")
+        self.validate_selection()
+        if not 0 <= self.eval_fraction < 1:
+            raise UserError(f"eval_fraction must lie in [0, 1), got {self.eval_fraction}")
 
 
 def token_texts(tokenizer, ids) -> list[str]:
@@ -45,9 +46,9 @@ def show_scores(config: ShowConfig) -> Path:
     meta, records = load_scores(config.scores)
     tokenizer = load_tokenizer(config.tokenizer or meta.get("oracle_model") or "")
     rows = sorted(records)
-    selection = Selection(config.selection, config.k_chosen, config.k_rejected, config.reward_mass).fit(
-        [records[r]["chosen_scores"] for r in rows], [records[r]["rejected_scores"] for r in rows]
-    )
+    fit, _ = training_rows(rows, config.limit, config.eval_fraction, config.seed)
+    selection = config.fitted_selection([records[r]["chosen_scores"] for r in fit],
+                                        [records[r]["rejected_scores"] for r in fit])
     pairs = []
     for row in rows[: config.pairs]:
         rec = records[row]

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tokensift.config import option
-from tokensift.errors import UserError
-from tokensift.models import DEFAULT_MODEL
+import dataclasses
 
-LOSSES = ("sft", "dpo", "ipo", "cdpo", "robust", "hinge", "simpo", "rrhf", "tdpo", "sepo", "tso")
-REFERENCE_FREE = ("sft", "simpo", "rrhf", "sepo")
-DEFAULT_BETA = {"simpo": 2.0}
-SELECTIONS = ("per_response", "global_threshold", "reward_mass")
+from tokensift.config import option, suggest
+from tokensift.data.io import as_source
+from tokensift.errors import UserError
+from tokensift.losses import LOSSES, LossSpec
+from tokensift.models import DEFAULT_MODEL
+from tokensift.selection import SelectionArgs
+
+SELECTION_SETTINGS = ("scores", "allow_projection", *(f.name for f in dataclasses.fields(SelectionArgs)))
+LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
+
+
+def read_by(setting: str) -> str:
+    """" Read by loss: a, b." for a loss setting's help text, from the losses' declarations."""
+    return f" Read by loss: {', '.join(name for name, spec in LOSSES.items() if setting in spec.params)}."
 # accelerate's LoggerType names (its own error for another name is a ValueError deep inside Accelerator()).
 TRACKERS = ("tensorboard", "wandb", "aim", "comet_ml", "mlflow", "clearml", "dvclive", "trackio", "swanlab", "all")
 
 
 @dataclass
 class DataArgs:
-    data: str = option("", "Preference data: a .jsonl/.json/.parquet/.csv file (or .gz), a save_to_disk folder or a hub id.")
+    data: str = option("", "Preference data: a .jsonl/.json/.parquet/.csv file (or .gz), a save_to_disk folder or a hub id (in Python also a list of dicts or a datasets.Dataset).", in_memory=True)
     columns: str | None = option(None, "Column mapping for custom files, e.g. 'prompt=instruction,chosen=good,rejected=bad'.")
     split: str = option("train", "Split to read from dataset folders and hub datasets.")
     skip_invalid: bool = option(False, "Skip bad rows (listed with reasons in a rejects file) instead of stopping at the first.")
@@ -28,6 +36,9 @@ class DataArgs:
     share_prompt: bool = option(True, "Run each pair's prompt once, as one [prompt|chosen|rejected] sequence with the model's own attention (exact; much faster with long prompts). Models whose attention cannot be expressed that way run unpacked.")
 
     def validate_data(self) -> None:
+        self.data = as_source(self.data, "data")
+        if hasattr(self, "eval_data"):
+            self.eval_data = as_source(self.eval_data, "eval_data")
         if not self.data:
             raise UserError("no data given: set data=PATH (a preference file, dataset folder or hub id)")
         if self.limit is not None and self.limit < 1:
@@ -35,29 +46,25 @@ class DataArgs:
 
 
 @dataclass
-class TrainConfig(DataArgs):
+class TrainConfig(SelectionArgs, DataArgs):
     model: str = option(DEFAULT_MODEL, "Model to train: an alias, hub id, local folder or .gguf file.")
     reference: str | None = option(None, "Reference model for DPO-family losses (default: the starting model itself).")
     output_dir: str = option("runs/train", "Where checkpoints, metrics.jsonl, the final model and run card go.")
-    loss: str = option("dpo", f"Objective: one of {', '.join(LOSSES)}.")
-    beta: float | None = option(None, "Temperature beta (DPO family: 0.1 by default; SimPO: 2.0).")
-    label_smoothing: float = option(0.1, "Label-noise rate epsilon for cdpo and robust (robust needs < 0.5).")
-    simpo_gamma: float = option(0.5, "SimPO target margin gamma.")
-    sepo_gamma: float = option(1.0, "SePO scale gamma on the mean selected-token log-prob (the paper searched 2.1-2.5; the official code uses 1).")
-    sepo_margin: float = option(0.0, "SePO margin lambda (0 in the official code).")
-    rrhf_sft_weight: float = option(1.0, "Weight of RRHF's SFT term on the chosen response.")
-    tdpo_alpha: float = option(0.5, "TDPO weight alpha of the sequential KL term.")
-    tdpo_variant: int = option(2, "TDPO variant: 1 or 2 (2 stops the gradient of the chosen KL).")
-    clip_chosen: float = option(2.0, "TSO dual clip: cap on the chosen implicit reward (beta-scaled units).")
-    clip_rejected: float = option(2.0, "TSO dual clip: floor -c on the rejected implicit reward.")
-    clip_mode: str = option("per_reward", "TSO clip mode: per_reward (default) or margin.")
-    clip_margin_low: float | None = option(None, "TSO margin mode: lower clip of the reward margin.")
-    clip_margin_high: float | None = option(None, "TSO margin mode: upper clip of the reward margin.")
-    scores: str | None = option(None, "SePO: folder of token scores written by `tokensift score` (required for loss=sepo).")
-    k_chosen: float = option(0.3, "SePO: share of each chosen response's tokens to train on (highest scores), in (0, 1].")
-    k_rejected: float = option(0.3, "SePO: share of each rejected response's tokens to train on (lowest scores), in (0, 1].")
-    selection: str = option("per_response", f"SePO token selection: {', '.join(SELECTIONS)}.")
-    reward_mass: float = option(0.8, "SePO reward_mass selection: keep the fewest tokens carrying this share of a response's reward.")
+    loss: str = option("dpo", f"Objective. {LOSS_HELP}.")
+    beta: float | None = option(None, "Temperature beta (unset: the loss's own default, 0.1 for the DPO family, 2.0 for SimPO)." + read_by("beta"))
+    label_smoothing: float = option(0.1, "Label-noise rate epsilon for cdpo and robust (robust needs < 0.5)." + read_by("label_smoothing"))
+    simpo_gamma: float = option(0.5, "SimPO target margin gamma." + read_by("simpo_gamma"))
+    sepo_gamma: float = option(1.0, "SePO scale gamma on the mean selected-token log-prob (the paper searched 2.1-2.5; the official code uses 1)." + read_by("sepo_gamma"))
+    sepo_margin: float = option(0.0, "SePO margin lambda (0 in the official code)." + read_by("sepo_margin"))
+    rrhf_sft_weight: float = option(1.0, "Weight of RRHF's SFT term on the chosen response." + read_by("rrhf_sft_weight"))
+    tdpo_alpha: float = option(0.5, "TDPO weight alpha of the sequential KL term." + read_by("tdpo_alpha"))
+    tdpo_variant: int = option(2, "TDPO variant: 1 or 2 (2 stops the gradient of the chosen KL)." + read_by("tdpo_variant"))
+    clip_chosen: float = option(2.0, "TSO dual clip: cap on the chosen implicit reward (beta-scaled units)." + read_by("clip_chosen"))
+    clip_rejected: float = option(2.0, "TSO dual clip: floor -c on the rejected implicit reward." + read_by("clip_rejected"))
+    clip_mode: str = option("per_reward", "TSO clip mode: per_reward (default) or margin." + read_by("clip_mode"))
+    clip_margin_low: float | None = option(None, "TSO margin mode: lower clip of the reward margin." + read_by("clip_margin_low"))
+    clip_margin_high: float | None = option(None, "TSO margin mode: upper clip of the reward margin." + read_by("clip_margin_high"))
+    scores: str | None = option(None, "Folder of token scores written by `tokensift score`: the token selection of losses that train on one (required for loss=sepo).")
     allow_projection: bool = option(False, "SePO: allow scores from an oracle with another tokenizer, projected through character offsets.")
     learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
     epochs: float = option(1.0, "Passes over the training pairs (fractions allowed).")
@@ -79,7 +86,7 @@ class TrainConfig(DataArgs):
     lora_alpha: int = option(32, "LoRA alpha.")
     lora_dropout: float = option(0.0, "LoRA dropout.")
     lora_targets: str = option("q_proj,k_proj,v_proj,o_proj", "Comma list of module names LoRA adapts.")
-    eval_data: str | None = option(None, "Held-out pairs for evaluation (default: eval_fraction of data).")
+    eval_data: str | None = option(None, "Held-out pairs for evaluation (default: eval_fraction of data); in Python also a list of dicts or a datasets.Dataset.", in_memory=True)
     eval_fraction: float = option(0.0, "Share of data held aside for evaluation when eval_data is not given (seeded).")
     eval_every: int = option(0, "Evaluate every N optimizer steps (0: only at the end when there is eval data).")
     eval_batch_size: int = option(16, "Pairs per evaluation batch.")
@@ -95,26 +102,14 @@ class TrainConfig(DataArgs):
     progress: bool = option(True, "Show a progress bar.")
 
     def validate(self) -> None:
-        if self.loss != "sepo" or (self.data and self.allow_projection):
-            self.validate_data()  # SePO reads its pairs from the scores; only projection re-reads the data
-        if self.loss not in LOSSES:
-            raise UserError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}")
+        spec = self.loss_spec
+        if spec.selection == "none" or (self.data and self.allow_projection):
+            self.validate_data()  # a selection loss reads its pairs from the scores; only projection re-reads the data
         if self.beta is not None and self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}")
-        for name in ("k_chosen", "k_rejected", "reward_mass"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise UserError(f"{name} must lie in (0, 1] (a share of tokens), got {value}")
-        if self.selection not in SELECTIONS:
-            raise UserError(f"unknown selection '{self.selection}'; choose one of {', '.join(SELECTIONS)}")
-        if self.loss == "sepo" and not self.scores:
-            raise UserError("loss=sepo needs scores=DIR from `tokensift score`")
-        if self.loss == "robust" and not 0 <= self.label_smoothing < 0.5:
-            raise UserError(f"robust loss needs 0 <= label_smoothing < 0.5, got {self.label_smoothing}")
-        if self.loss == "tdpo" and self.tdpo_variant not in (1, 2):
-            raise UserError(f"tdpo_variant must be 1 or 2, got {self.tdpo_variant}")
-        if self.clip_mode not in ("per_reward", "margin"):
-            raise UserError(f"clip_mode must be per_reward or margin, got '{self.clip_mode}'")
+        self.validate_selection()
+        if spec.selection == "required" and not self.scores:
+            raise UserError(f"loss={self.loss} needs scores=DIR from `tokensift score`")
         for name in ("batch_size", "grad_accum", "eval_batch_size", "ref_batch_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -138,11 +133,34 @@ class TrainConfig(DataArgs):
         unknown = [t for t in (t.strip() for t in self.trackers.split(",")) if t and t not in TRACKERS]
         if unknown:
             raise UserError(f"unknown tracker '{unknown[0]}' in trackers; choose from {', '.join(TRACKERS)}")
+        self.check_unread_settings(spec)
+        try:
+            spec.check(spec.keywords(self))
+        except ValueError as exc:
+            raise UserError(f"loss={self.loss}: {exc}") from None
+
+    @property
+    def loss_spec(self) -> LossSpec:
+        try:
+            return LOSSES[self.loss]
+        except KeyError:
+            raise UserError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}"
+                            f"{suggest(self.loss, LOSSES)}") from None
+
+    def check_unread_settings(self, spec: LossSpec) -> None:
+        """A setting the loss does not read must keep its default: otherwise the user expects an effect it has not."""
+        read = set(spec.params) | (set(SELECTION_SETTINGS) if spec.selection != "none" else set())
+        loss_settings = {name for other in LOSSES.values() for name in other.params} | set(SELECTION_SETTINGS)
+        defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                    for f in dataclasses.fields(self)}
+        for name in sorted(loss_settings - read):
+            if getattr(self, name) != defaults[name]:
+                reads = ", ".join(sorted(spec.params)) or "no loss setting"
+                if spec.selection != "none":
+                    reads += f", and the token-selection settings {', '.join(SELECTION_SETTINGS)}"
+                raise UserError(f"loss={self.loss} does not read {name} (it reads {reads}); leave {name} unset"
+                                f"{suggest(name, read)}")
 
     @property
     def needs_reference(self) -> bool:
-        return self.loss not in REFERENCE_FREE
-
-    @property
-    def effective_beta(self) -> float:
-        return self.beta if self.beta is not None else DEFAULT_BETA.get(self.loss, 0.1)
+        return self.loss_spec.needs_reference

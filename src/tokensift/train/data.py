@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -46,6 +47,28 @@ def load_pairs(source: str, config, tokenizer, limit: int | None = None) -> Pair
     fp = source_fingerprint(source, config.split)
     fp_meta = f"{fp}|columns={config.columns}|limit={limit}"
     return PairSet(source=source, fingerprint=fp_meta, pairs=pairs, notes=notes)
+
+
+@dataclass
+class TrainData:
+    """What a run trains on. `select(pairs, batch) -> [2B, R] bool` adds a token selection to each batch (the
+    labels the loss reads); whoever builds the data provides it (e.g. sepo/policy.py from stored oracle scores).
+    `extra_meta` goes into the run card."""
+
+    train: PairSet
+    eval: PairSet | None = None
+    select: Callable | None = None
+    extra_meta: dict = field(default_factory=dict)
+
+
+def load_training_data(config, tokenizer) -> TrainData:
+    """The pairs of `config.data` (train and held-out), or of `config.eval_data` for evaluation when given."""
+    full = load_pairs(config.data, config, tokenizer, limit=config.limit)
+    if config.eval_data:
+        return TrainData(train=full, eval=load_pairs(config.eval_data, config, tokenizer))
+    train, held = split_eval(full.pairs, config.eval_fraction, config.seed)
+    evalset = PairSet(full.source, full.fingerprint, held) if held else None
+    return TrainData(train=PairSet(full.source, full.fingerprint, train, full.notes), eval=evalset)
 
 
 def split_eval(pairs: list[TokenizedPair], fraction: float, seed: int):

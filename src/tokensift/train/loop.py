@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,16 +24,17 @@ from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
 from tokensift.distributed import accelerator_options, fsdp_on_cpu
 from tokensift.errors import UserError
+from tokensift.fsutil import check_output_dir
 from tokensift.logprobs import LabelLogps
 from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, same_tokenizer,
                               tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
-from tokensift.train.data import PairSet, Schedule, load_pairs, micro_batches, split_eval
+from tokensift.train.data import Schedule, TrainData, load_training_data, micro_batches
 from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
-from tokensift.train.outputs import check_output_dir, save_final
+from tokensift.train.outputs import save_final
 from tokensift.train.ref_cache import ReferenceLogpCache
 
 log = logging.getLogger(__name__)
@@ -44,35 +45,12 @@ class NumericalError(UserError):
 
 
 @dataclass
-class TrainData:
-    """What a run trains on. `select` (SePO) adds key-token masks to each batch; `scores_meta` describes them."""
-
-    train: PairSet
-    eval: PairSet | None = None
-    select: Callable | None = None
-    extra_meta: dict = field(default_factory=dict)
-
-
-@dataclass
 class TrainResult:
     output_dir: Path
     final_dir: Path
     steps: int
     train_metrics: dict
     eval_metrics: dict | None
-
-
-def prepare_data(config: TrainConfig, tokenizer) -> TrainData:
-    if config.loss == "sepo":
-        from tokensift.sepo.policy import sepo_train_data  # the SePO stage builds on this module
-
-        return sepo_train_data(config, tokenizer)
-    full = load_pairs(config.data, config, tokenizer, limit=config.limit)
-    if config.eval_data:
-        return TrainData(train=full, eval=load_pairs(config.eval_data, config, tokenizer))
-    train, held = split_eval(full.pairs, config.eval_fraction, config.seed)
-    evalset = PairSet(full.source, full.fingerprint, held) if held else None
-    return TrainData(train=PairSet(full.source, full.fingerprint, train, full.notes), eval=evalset)
 
 
 def check_reference_tokenizer(config: TrainConfig, tokenizer) -> None:
@@ -131,16 +109,25 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, data: TrainData | None = None):
+    def __init__(self, config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None):
+        """data: what to train on (TrainData), or a function (config, tokenizer) -> TrainData that builds it, e.g.
+        a method's stage that adds token selections; default: the pairs of `config.data` (train/data.py).
+        tokenizer: the policy's tokenizer object (default: loaded from `config.model`)."""
         self.config = config
+        self.spec = config.loss_spec
         self.accelerator = make_accelerator(config)
         ds_setup.configure(self.accelerator, config)  # DeepSpeed's batch/clip values from ours, before any work
         self.output_dir = Path(config.output_dir)
         check_output_dir(self.output_dir)
         torch.manual_seed(config.seed)
-        self.tokenizer = load_tokenizer(config.model, config.trust_remote_code)
+        self.tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
         check_reference_tokenizer(config, self.tokenizer)
-        self.data = data or prepare_data(config, self.tokenizer)
+        if data is None:
+            data = load_training_data
+        self.data = data(config, self.tokenizer) if callable(data) else data
+        if self.spec.selection == "required" and self.data.select is None:
+            raise UserError(f"loss={config.loss} trains on a token selection, and the data brings none; "
+                            "train it through its stage (e.g. `tokensift train loss=sepo scores=DIR`)")
         lora = None
         if config.lora:
             lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
@@ -150,7 +137,7 @@ class Trainer:
                                 device=self.accelerator.device, zero3_partition=True)
         self.ref_model = None
         self.ref_sums = None
-        if config.loss == "tdpo":
+        if self.spec.reference == "live":
             self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
                                         trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
             self.ref_model.requires_grad_(False).eval()
@@ -177,7 +164,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ batches
     def build_batch(self, pairs: list[TokenizedPair]):
         pad = self.tokenizer.pad_token_id
-        if self.config.loss == "sft":
+        if not self.spec.pairwise:
             return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad)
         batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack)
         if self.data.select is not None:
@@ -186,9 +173,9 @@ class Trainer:
 
     def forward_loss(self, batch):
         batch = batch.to(self.accelerator.device)
-        out = self.wrapper(batch.input_ids, batch.prompt_lens, read_mask(self.config, batch), self.ref_model,
-                           getattr(batch, "packed", None))
-        return compute_loss(self.config, batch, out.logps, out.kl, out.ref_logps)
+        mask = read_mask(batch)
+        out = self.wrapper(batch.input_ids, batch.prompt_lens, mask, self.ref_model, getattr(batch, "packed", None))
+        return compute_loss(self.config, batch, out.logps, out.kl, out.ref_logps, mask=mask)
 
     # ------------------------------------------------------------------------------------------------ steps
     def train_step(self, step: int) -> tuple[dict, bool]:
@@ -196,7 +183,7 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         pairs = self.data.train.pairs
         indices = self.schedule.batch(step)
-        global_units = sum(loss_units(cfg, pairs[i]) for i in indices)
+        global_units = sum(loss_units(self.spec, pairs[i]) for i in indices)
         metrics = StepMetrics()
         micro = micro_batches(indices, cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes)
         self.wrapper.train()
@@ -370,5 +357,5 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def train(config: TrainConfig, data: TrainData | None = None) -> TrainResult:
-    return Trainer(config, data).run()
+def train(config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None) -> TrainResult:
+    return Trainer(config, data, tokenizer).run()

@@ -9,8 +9,6 @@ shared by every later run on the same inputs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -18,23 +16,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokensift.data.collate import collate_pairs
+from tokensift.data.collate import collate_pairs, length_buckets
+from tokensift.data.io import fingerprint
 from tokensift.data.tokenize import TokenizedPair
 from tokensift.logprobs import token_logps
 from tokensift.models import cache_root
 from tokensift.shards import ShardStore
 
 log = logging.getLogger(__name__)
-
-
-def fingerprint(meta: dict) -> str:
-    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
-
-
-def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:
-    """Batches of similar length (longest first), so padding wastes little compute in no-grad passes."""
-    ordered = sorted(pairs, key=lambda p: (-p.num_tokens, p.row))
-    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """TSO: self-training with scaled preference optimization (model matrix, judges, pair correction, iterative DPO).
 
-Submodules are imported directly (e.g. `from tokensift.tso.judges import build_judge`) so that importing the
+Submodules are imported directly (e.g. `from tokensift.tso.loop import run_tso`) so that importing the
 package stays cheap.
 """

@@ -20,7 +20,7 @@ REVIEW_EXIT = 3
 
 
 def cmd_run(args) -> int:
-    from tokensift.cli import config_from_args
+    from tokensift.config import config_from_args
     from tokensift.tso.config import TSOConfig
     from tokensift.tso.loop import ReviewNeeded, run_tso
 
@@ -34,7 +34,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from tokensift.cli import config_from_args
+    from tokensift.config import config_from_args
     from tokensift.tso.config import TSOConfig
     from tokensift.tso.loop import TSORun
 
@@ -49,7 +49,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from tokensift.cli import config_from_args
+    from tokensift.config import config_from_args
     from tokensift.tso.config import ReviewConfig
     from tokensift.tso.loop import export_review
 
@@ -62,7 +62,7 @@ def cmd_review(args) -> int:
 
 def add_tso_parser(subparsers) -> argparse.ArgumentParser:
     """Register `tso` and its actions on the top-level subparsers; returns the `tso` parser."""
-    from tokensift.cli import add_config_options
+    from tokensift.config import add_config_options
     from tokensift.tso.config import ReviewConfig, TSOConfig
 
     text = "TSO: model matrix, judged and human-corrected pairs, mini-batch iterative dual-clip DPO."

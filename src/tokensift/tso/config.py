@@ -181,7 +181,7 @@ class TSOConfig:
 
     def validate(self) -> None:
         if self.judge:
-            from tokensift.tso.judges import check_judge_spec
+            from tokensift.judges import check_judge_spec
 
             check_judge_spec(self.judge)  # configs are saved with the run: no secret may be in one
         for name in ("rounds", "eval_samples", "generation_batch_size", "block_prompts", "min_rank_gap"):

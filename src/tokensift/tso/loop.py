@@ -24,8 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from tokensift.errors import UserError
-from tokensift.fsutil import write_json_atomic
-from tokensift.train.outputs import check_output_dir
+from tokensift.fsutil import check_output_dir, write_json_atomic
 from tokensift.tso.config import TSOConfig, prior_ranks
 from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
 from tokensift.tso.files import (
@@ -66,12 +65,12 @@ class ReviewNeeded(UserError):
 
 
 def open_judge(config: TSOConfig):
-    from tokensift.tso.judges import build_judge
+    from tokensift.judges import build_judge
 
     spec = dict(config.judge)
     if not spec:
         raise UserError("judge: no judge configured; e.g. judge: {type: callable, function: "
-                        "tokensift.tso.judges:vader_sentiment} (see docs/tso.md)")
+                        "tokensift.judges:vader_sentiment} (see docs/tso.md)")
     if "cache" not in spec:
         spec["cache"] = str(Path(config.output_dir) / "judge-cache.sqlite")
     elif not spec["cache"]:

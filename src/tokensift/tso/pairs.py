@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tokensift.data.io import iter_raw_rows
 from tokensift.errors import DataError, UserError
-from tokensift.tso.judges import format_conversation
+from tokensift.judges.base import format_conversation
 from tokensift.tso.matrix import Candidate
 
 DECISIONS = ("keep", "flip", "drop")

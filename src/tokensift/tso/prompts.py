@@ -17,7 +17,7 @@ import numpy as np
 
 from tokensift.data.io import iter_raw_rows
 from tokensift.errors import DataError, UserError
-from tokensift.train.outputs import write_json_atomic
+from tokensift.fsutil import write_json_atomic
 
 BUILTIN_QUICKSTART = "builtin:quickstart"
 # Prompts the project writes itself (no download), each with a warm human-written answer: with the VADER

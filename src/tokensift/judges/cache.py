@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from tokensift.errors import UserError
-from tokensift.tso.judges import Item, Judge, Verdict
+from tokensift.judges.base import Item, Judge, Verdict
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, judge TEXT NOT NULL, p_first REAL NOT NULL,"

@@ -32,8 +32,8 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from tokensift.errors import UserError
-from tokensift.tso.judges import PAIRWISE_TEMPLATE, Item, Judge, Verdict, check_template, combine_orders
-from tokensift.tso.judges import pairwise_question, template_id
+from tokensift.judges.base import (PAIRWISE_TEMPLATE, Item, Judge, Verdict, check_template, combine_orders,
+                                   from_spec, pairwise_question, register, template_id)
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def parse_answer(reply: dict) -> dict | None:
     return None
 
 
+@register
 class HTTPJudge(Judge):
     """Pairwise judge behind an OpenAI-compatible chat-completions endpoint.
 
@@ -135,6 +136,11 @@ class HTTPJudge(Judge):
     unlimited). logprobs: ask for top_logprobs (some servers reject it: set False to use text only).
     max_concurrent_requests: parallel requests in compare_many.
     """
+
+    kind = "http"
+    pairwise = True
+    summary = "a GPT-4-class model behind an OpenAI-compatible API, asked in both orders (key from api_key_env)"
+    from_spec = classmethod(from_spec)
 
     def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", timeout_s: float = 30,
                  max_retries: int = 4, backoff_s: float = 1.0, requests_per_minute: float | None = None,

@@ -1,157 +1,20 @@
-"""The judge layer ("AI feedback", TSO spec §3.5): one small interface, several real back ends.
-
-TSO corrects its prior ordering ("bigger/later model is better") with a judge that compares two responses
-to the same prompt, and the eval module needs gold rewards for win rates. Every back end answers the same
-question -- how likely is `first` better than `second` -- so pair building, correction and evaluation never
-care whether a verdict came from a reward model, a local LLM, an HTTP API or a Python function.
-
-Here: `Verdict`, the `Judge` protocol, `RewardModelJudge`, `LocalLLMJudge`, `CallableJudge`, the built-in
-gold reward `vader_sentiment`, and `build_judge` (config dict -> judge). `HTTPJudge` lives in
-`http_judge.py`, the on-disk cache `CachedJudge` in `judge_cache.py`.
-
-Prompts are chat message lists (`[{"role": "user", "content": ...}, ...]`); responses are plain strings.
-torch and transformers are imported only by the model judges, so HTTP and callable judges start fast.
-"""
+"""Judges that run a transformers model: a reward model that scores answers, and a local LLM asked the pairwise
+question. torch and transformers are imported when one is built, so HTTP and callable judges start fast."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import inspect
 import logging
 import math
 import os
-import string
-import urllib.parse
-from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any
 
 from tokensift.errors import UserError
+from tokensift.judges.base import (PAIRWISE_TEMPLATE, Item, Judge, ScoreJudge, Verdict, check_template,
+                                   combine_orders, format_conversation, from_spec, pairwise_question, register,
+                                   sigmoid, template_id)
 
 logger = logging.getLogger(__name__)
-
-Item = tuple[list[dict], str, str]  # (prompt messages, first response, second response)
-
-# The pairwise question both LLM judges ask. Judge names (and so cache keys) carry a hash of the template,
-# so rewording it, or passing a custom one, never reuses verdicts cached under the old wording.
-PAIRWISE_TEMPLATE = (
-    "You are comparing two assistant responses to the same conversation.\n\n"
-    "[Conversation]\n{conversation}\n\n"
-    "[Response A]\n{response_a}\n\n"
-    "[Response B]\n{response_b}\n\n"
-    "Which response is better, A or B? Answer with a single letter."
-)
-_TEMPLATE_FIELDS = {"conversation", "response_a", "response_b"}
-
-
-@dataclass
-class Verdict:
-    """One pairwise judgement.
-
-    p_first: probability that `first` is better than `second`, in [0, 1].
-    detail:  back-end specifics for reports (scores, both orders' answers, raw text); JSON-serialisable.
-    """
-
-    p_first: float
-    detail: dict = field(default_factory=dict)
-
-
-class Judge(Protocol):
-    """What every judge offers. `name` identifies everything that changes verdicts (back end, model, prompt
-    template version, settings) and is part of every cache key, so it must be stable across runs.
-
-    Classes that subclass this explicitly inherit a `compare_many` that loops over `compare`; back ends
-    that can batch override it.
-    """
-
-    name: str
-
-    def compare(self, prompt: list[dict], first: str, second: str) -> Verdict: ...
-
-    def compare_many(self, items: list[Item]) -> list[Verdict]:
-        return [self.compare(prompt, first, second) for prompt, first, second in items]
-
-
-def sigmoid(x: float) -> float:
-    """Logistic function that does not overflow for large |x| (scores of real reward models reach +-30)."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)
-
-
-def format_conversation(prompt: list[dict]) -> str:
-    """Plain-text transcript ("User: ...", blank line, "Assistant: ...") for judge questions and for models
-    without a chat template."""
-    if not isinstance(prompt, list) or not prompt:
-        raise UserError(f"a judge prompt must be a non-empty list of chat messages, got {type(prompt).__name__}")
-    lines = []
-    for message in prompt:
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise UserError(f"a judge prompt message must be a dict with 'role' and 'content', got {message!r:.100}")
-        lines.append(f"{str(message['role']).capitalize()}: {message['content']}")
-    return "\n\n".join(lines)
-
-
-def check_template(template: str) -> str:
-    """Fail at construction, not after an hour of judging, when a custom template lacks a field."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        raise UserError(f"judge template is not a valid format string ({exc}); write literal braces as {{{{ }}}}") from exc
-    if fields != _TEMPLATE_FIELDS:
-        raise UserError(
-            f"judge template must use exactly the fields {sorted(_TEMPLATE_FIELDS)} (as {{conversation}} etc.), "
-            f"found {sorted(fields)}"
-        )
-    return template
-
-
-def pairwise_question(template: str, prompt: list[dict], response_a: str, response_b: str) -> str:
-    return template.format(conversation=format_conversation(prompt), response_a=response_a, response_b=response_b)
-
-
-def template_id(template: str) -> str:
-    return hashlib.sha256(template.encode("utf-8")).hexdigest()[:12]
-
-
-def combine_orders(p_a_forward: float, p_a_swapped: float) -> float:
-    """Cancel position bias: in the forward question `first` is A, in the swapped one it is B, so
-    p_first = (P(A | first, second) + 1 - P(A | second, first)) / 2. Swapping first and second gives exactly
-    1 - p_first by construction."""
-    return (p_a_forward + (1.0 - p_a_swapped)) / 2.0
-
-
-class ScoreJudge(Judge):
-    """Shared pairwise logic for judges that score one response at a time (reward model, callable):
-    p_first = sigmoid((score_first - score_second) / temperature), i.e. the Bradley-Terry model the scores
-    were trained (or are assumed) to follow. Subclasses provide `score_many`."""
-
-    temperature: float = 1.0
-
-    def score_many(self, items: list[tuple[list[dict], str]]) -> list[float]:
-        raise NotImplementedError
-
-    def score(self, prompt: list[dict], response: str) -> float:
-        return self.score_many([(prompt, response)])[0]
-
-    def compare(self, prompt: list[dict], first: str, second: str) -> Verdict:
-        return self.compare_many([(prompt, first, second)])[0]
-
-    def compare_many(self, items: list[Item]) -> list[Verdict]:
-        flat = [(prompt, response) for prompt, first, second in items for response in (first, second)]
-        scores = self.score_many(flat)
-        verdicts = []
-        for i in range(len(items)):
-            s1, s2 = scores[2 * i], scores[2 * i + 1]
-            p = sigmoid((s1 - s2) / self.temperature)
-            verdicts.append(Verdict(p, {"score_first": s1, "score_second": s2}))
-        return verdicts
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Model judges (torch + transformers, imported lazily)
-
 
 class _ModelJudgeBase:
     """Loading, rendering, tokenising and padding shared by the reward-model and local-LLM judges.
@@ -250,6 +113,7 @@ class _ModelJudgeBase:
         return f"{type(self).__name__}(name={self.name!r})"
 
 
+@register
 class RewardModelJudge(_ModelJudgeBase, ScoreJudge):
     """A sequence-classification reward model with one output logit (e.g. Skywork-Reward, or any
     `AutoModelForSequenceClassification` trained with a Bradley-Terry loss).
@@ -263,6 +127,15 @@ class RewardModelJudge(_ModelJudgeBase, ScoreJudge):
     """
 
     kind = "reward_model"
+    pairwise = False
+    summary = "a sequence-classification reward model scores each answer (Skywork-Reward, ArmoRM ...)"
+
+    @classmethod
+    def from_spec(cls, args: dict):
+        if "model" in args:  # the config's name for model_name_or_path
+            args = {**args, "model_name_or_path": args["model"]}
+            del args["model"]
+        return from_spec(cls, args)
 
     def __init__(self, model_name_or_path, device: str | None = None, dtype: Any = "float32", max_length: int = 1024,
                  batch_size: int = 8, trust_remote_code: bool = False, tokenizer=None, name: str | None = None):
@@ -302,6 +175,7 @@ class RewardModelJudge(_ModelJudgeBase, ScoreJudge):
         return scores
 
 
+@register
 class LocalLLMJudge(_ModelJudgeBase, Judge):
     """A local causal LM asked the pairwise question (`PAIRWISE_TEMPLATE`) in both orders.
 
@@ -318,6 +192,9 @@ class LocalLLMJudge(_ModelJudgeBase, Judge):
     """
 
     kind = "local_llm"
+    pairwise = True
+    summary = "a local causal LM asked which answer is better, in both orders (P(A) from the answer logits)"
+    from_spec = classmethod(from_spec)
 
     def __init__(self, model, tokenizer=None, template: str = PAIRWISE_TEMPLATE, device: str | None = None,
                  dtype: Any = "float32", max_length: int = 2048, batch_size: int = 8,
@@ -382,129 +259,3 @@ class LocalLLMJudge(_ModelJudgeBase, Judge):
             verdicts.append(Verdict(combine_orders(forward["p_a"], swapped["p_a"]),
                                     {"first_as_a": forward, "first_as_b": swapped}))
         return verdicts
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Python callables (gold rewards for experiments)
-
-
-class CallableJudge(ScoreJudge):
-    """Any `fn(prompt, response) -> float`; p_first = sigmoid((s_first - s_second) / temperature).
-
-    The default name is the function's module and qualified name. Give `name=` for lambdas and closures
-    (their names are not unique) and whenever the function's behaviour changes, or the cache serves stale
-    verdicts.
-    """
-
-    def __init__(self, fn: Callable[[list[dict], str], float], name: str | None = None, temperature: float = 1.0):
-        if not callable(fn):
-            raise UserError(f"callable judge needs a function, got {type(fn).__name__}")
-        if not temperature > 0:
-            raise UserError(f"callable judge temperature must be > 0, got {temperature}")
-        self.fn = fn
-        self.temperature = float(temperature)
-        label = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-        self.name = name or f"callable:{label}:temperature={self.temperature:g}"
-
-    def score_many(self, items: list[tuple[list[dict], str]]) -> list[float]:
-        scores = []
-        for prompt, response in items:
-            value = float(self.fn(prompt, response))
-            if not math.isfinite(value):
-                raise UserError(f"judge '{self.name}' returned {value} for a response; scores must be finite")
-            scores.append(value)
-        return scores
-
-    def __repr__(self) -> str:
-        return f"CallableJudge(name={self.name!r})"
-
-
-_vader = None
-
-
-def vader_sentiment(prompt: list[dict], response: str) -> float:
-    """Gold reward for sentiment experiments: VADER's compound score of the response, in [-1, 1]. The prompt
-    is ignored. The analyser (lexicon load) is built once per process."""
-    global _vader
-    if _vader is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-        _vader = SentimentIntensityAnalyzer()
-    return float(_vader.polarity_scores(response)["compound"])
-
-
-def import_callable(path: str) -> Callable:
-    """Resolve "package.module:function" (or "module:Class.method") with importlib; nothing is evaluated."""
-    module_name, sep, attr_path = str(path).partition(":")
-    if not sep or not module_name or not attr_path:
-        raise UserError(f"function must be written 'package.module:function', got {path!r}")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"cannot import module '{module_name}' for judge function {path!r} ({exc})") from exc
-    for part in attr_path.split("."):
-        if not part.isidentifier() or not hasattr(obj, part):
-            raise UserError(f"judge function {path!r}: '{part}' not found")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise UserError(f"judge function {path!r} is not callable")
-    return obj
-
-
-_SECRET_NAMES = ("key", "token", "secret", "password", "passwd", "authorization", "auth", "sig", "signature")
-
-
-def _looks_secret(name: str) -> bool:
-    return str(name).lower().replace("-", "_").endswith(_SECRET_NAMES)
-
-
-def check_judge_spec(spec: dict) -> None:
-    """Refuse secrets in a judge config: configs are saved with every run (run folders, results files), so an
-    API key must come from the environment variable named by `api_key_env`. Messages name the key, never its
-    value."""
-    if not isinstance(spec, dict):
-        return
-    advice = ("judge configs are saved with the run; put the key in an environment variable and name it with "
-              "api_key_env")
-    for name in spec:
-        if _looks_secret(name):
-            raise UserError(f"judge.{name}: a judge config must not hold secrets ({advice})")
-    base_url = spec.get("base_url")
-    if isinstance(base_url, str):
-        parts = urllib.parse.urlsplit(base_url)
-        query = [k for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
-        if "@" in parts.netloc or any(_looks_secret(k) for k in query):
-            raise UserError(f"judge.base_url holds credentials (user:password@ or a key in the query string); "
-                            f"{advice}")
-
-
-def build_judge(spec: dict) -> Judge:
-    """Map a config dict to a judge. Keys: `type` (reward_model | local_llm | http | callable), the judge's
-    constructor arguments (`model` is accepted for reward_model's `model_name_or_path`; callable takes
-    `function: "package.module:function"`), and optional `cache: path/to/judge_cache.sqlite`, which wraps
-    the judge in a `CachedJudge`."""
-    from tokensift.tso.http_judge import HTTPJudge
-    from tokensift.tso.judge_cache import CachedJudge
-
-    if not isinstance(spec, dict):
-        raise UserError(f"judge config must be a mapping with a 'type' key, got {type(spec).__name__}")
-    check_judge_spec(spec)
-    args = dict(spec)
-    kind = args.pop("type", None)
-    cache = args.pop("cache", None)
-    classes = {"reward_model": RewardModelJudge, "local_llm": LocalLLMJudge, "http": HTTPJudge,
-               "callable": CallableJudge}
-    if kind not in classes:
-        raise UserError(f"judge type must be one of {sorted(classes)}, got {kind!r}")
-    if kind == "reward_model" and "model" in args:
-        args["model_name_or_path"] = args.pop("model")
-    if kind == "callable":
-        if "function" not in args:
-            raise UserError("callable judge config needs 'function: package.module:function'")
-        args["fn"] = import_callable(args.pop("function"))
-    allowed = set(inspect.signature(classes[kind]).parameters) - {"fn"}
-    unknown = sorted(set(args) - allowed - {"fn"})
-    if unknown:
-        raise UserError(f"unknown key(s) {unknown} for a {kind} judge; allowed: {sorted(allowed)}")
-    judge = classes[kind](**args)
-    return CachedJudge(judge, cache) if cache else judge
