@@ -244,7 +244,61 @@ def test_packing_refusals_are_explained_and_exact(caplog):
 
 def test_a_forward_that_builds_no_mask_is_refused():
     tokenizer, policy, _ = family("smollm2")
-    positions, branch = packed_layout(torch.tensor([2]), torch.tensor([1]), 4)
+    positions, branch, _ = packed_layout(torch.tensor([2]), torch.tensor([1]), 4)
     with pytest.raises(PackingRefused, match="built no attention mask"):
         with own_attention(policy, positions, branch):
             pass  # no forward: no mask was asked for
+
+
+@pytest.mark.parametrize("name", ["mistral", "gemma2", "qwen2", "llama3"])
+@pytest.mark.parametrize("row_tokens", [1, 150, 10_000], ids=["bins-of-longest", "bins-of-150", "one-row"])
+def test_padding_free_rows_equal_the_models_own_forward(name, row_tokens):
+    """Pairs back to back in rows (first-fit to `row_tokens`, or all in one row): every label's log-prob and the
+    gradient of their sum equal the one-pair-per-row layout and the model's own forward (sliding windows,
+    alternating layers and soft-capping included)."""
+    tokenizer, policy, _ = family(name)
+    pairs, _ = tokenized(name)
+    padded = collate_pairs(pairs, tokenizer.pad_token_id, pack=True)
+    free = collate_pairs(pairs, tokenizer.pad_token_id, pack=True, row_tokens=row_tokens)
+    if row_tokens == 10_000:
+        assert free.packed.input_ids.shape[0] == 1 and free.packed.padding == 0.0
+    grads = []
+    for batch in (padded, free):
+        policy.zero_grad()
+        out = token_logps(policy, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=batch.packed)
+        assert_close(rows_of(pairs, out.logps), name, "policy", FP32)
+        out.logps.sum().backward()
+        grads.append({k: p.grad.clone() for k, p in policy.named_parameters()})
+    policy.zero_grad()
+    for key in grads[0]:
+        assert torch.allclose(grads[0][key], grads[1][key], atol=1e-5, rtol=1e-4), key
+
+
+@pytest.mark.parametrize("name", ["mistral", "gemma2", "llama3"])
+@pytest.mark.parametrize("varlen", [False, True], ids=["own-mask", "position-ids"])
+def test_padding_free_sequences_equal_the_models_own_forward(name, varlen):
+    """SFT sequences (prompt + chosen) back to back in rows: with the model's own mask on segments, and by
+    position_ids alone (what flash-attention's varlen kernels read; transformers builds the same document mask
+    from them for sdpa/eager, which is how this is checked on a CPU)."""
+    from tokensift.data.collate import collate_sequences
+    from tokensift.logprobs import packed_hidden
+
+    tokenizer, policy, _ = family(name)
+    pairs, _ = tokenized(name)
+    batch = collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], tokenizer.pad_token_id,
+                              pack=True, row_tokens=10_000)
+    assert batch.packed.input_ids.shape[0] == 1
+    from tokensift.data.positions import packed_pair_indices
+
+    packed = batch.packed
+    rows, hidden_pos, _ = packed_pair_indices(packed.prompt_lens, packed.chosen_lens, batch.response_mask,
+                                              packed.rows, packed.offsets)
+    with torch.no_grad():
+        out = token_logps(policy, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=packed)
+        if varlen:  # the same hidden states through the position_ids route
+            own = packed_hidden(policy, packed, hidden_pos, rows)
+            by_position = packed_hidden(policy, packed, hidden_pos, rows, varlen=True)
+            assert (own - by_position).abs().max() <= FP32
+    for i, pair in enumerate(pairs):
+        want = truth(name)[pair.row, "chosen"]["policy"]
+        assert (out.logps[i, : len(pair.chosen_ids)].double() - want.double()).abs().max() <= FP32

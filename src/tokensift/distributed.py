@@ -58,6 +58,20 @@ def partial_state():
     return PartialState(cpu=on_cpu())
 
 
+def fresh_accelerator_state() -> None:
+    """Let one process run several trainings with different precisions (the Python API, TSO rounds, tests).
+
+    accelerate keeps one AcceleratorState per process and refuses a second Accelerator with another
+    mixed_precision. With a single process nothing else holds that state between runs, so it is cleared (the
+    process group in PartialState stays); a distributed launch has one precision from its launcher. This reaches
+    into accelerate's state, like fsdp_on_cpu; tests/train/test_bf16.py fails if an upgrade breaks it.
+    """
+    from accelerate.state import AcceleratorState
+
+    if partial_state().num_processes == 1:
+        AcceleratorState._reset_state()
+
+
 def fsdp_on_cpu(accelerator) -> None:
     """Turn a CPU multi-process run launched with FSDP into an FSDP run.
 

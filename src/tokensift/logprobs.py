@@ -67,17 +67,42 @@ def backbone_hidden(model, input_ids: torch.Tensor, attention_mask=None, positio
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
+def packed_row_tokens(packing: str, model) -> int | None:
+    """Row capacity for collate_pairs(pack=True, row_tokens=...) under a `packing` setting on `model`.
+
+    Dense attention (sdpa, eager) costs the square of a row's length, so pairs go back to back in rows as long as
+    the longest pair; flex attention skips the blocks its mask empties, so all pairs share one row.
+    """
+    if packing == "auto":
+        implementation = getattr(unwrap(model).config, "_attn_implementation", None)
+        packing = "one_row" if implementation == "flex_attention" else "rows"
+    return {"pairs": None, "rows": 1, "one_row": 1 << 62}[packing]
+
+
 def can_pack(model) -> bool:
     """Whether packed [prompt | chosen | rejected] rows can run on `model` with its own attention (attention.py)."""
     return packing_refusal(unwrap(model)) is None
 
 
-def packed_hidden(model, packed, hidden_pos: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Hidden states at the given positions of packed [prompt | chosen | rejected] sequences."""
+def uses_varlen(model) -> bool:
+    """flash-attention takes no mask but packs by position_ids (variable-length sequences, "varlen")."""
+    return str(getattr(unwrap(model).config, "_attn_implementation", "")).startswith("flash_attention")
+
+
+def packed_hidden(model, packed, hidden_pos: torch.Tensor, rows: torch.Tensor, varlen: bool = False) -> torch.Tensor:
+    """Hidden states at the given positions of packed [prompt | chosen | rejected] sequences.
+
+    varlen: rows of whole sequences only (no rejected branch), run without a mask: the positions restart at 0 for
+    every sequence and transformers finds the sequences from them (flash-attention's varlen kernels, or its own
+    document mask for the other implementations).
+    """
     cut = int(hidden_pos.max()) + 1 if hidden_pos.numel() else 1
-    positions, branch = packed_layout(packed.prompt_lens, packed.chosen_lens, cut)
+    positions, branch, segment = packed_layout(packed.prompt_lens, packed.chosen_lens, cut, packed.rejected_lens,
+                                               packed.rows, packed.offsets, packed.input_ids.shape[0])
     input_ids = packed.input_ids[:, :cut]
-    with own_attention(unwrap(model), positions, branch):
+    if varlen:
+        return backbone_hidden(model, input_ids, None, positions)[rows, hidden_pos]
+    with own_attention(unwrap(model), positions, branch, segment):
         hidden = backbone_hidden(model, input_ids, torch.ones_like(input_ids), positions)
     return hidden[rows, hidden_pos]
 
@@ -201,14 +226,18 @@ def token_logps(
     packed:      optional PackedPairs of the same pairs (rows of `mask` in PairBatch order): run each prompt once.
     """
     mask = mask.bool()
-    if packed is not None and not (can_pack(model) and (ref_model is None or can_pack(ref_model))):
+    models = [model] + ([ref_model] if ref_model is not None else [])
+    sequences_only = packed is not None and packed.rows is not None and not bool(packed.rejected_lens.any())
+    varlen = sequences_only and all(uses_varlen(m) for m in models)
+    if packed is not None and not varlen and not all(can_pack(m) for m in models):
         packed = None
     if packed is not None:
-        rows, hidden_pos, token_pos = packed_pair_indices(packed.prompt_lens, packed.chosen_lens, mask)
+        rows, hidden_pos, token_pos = packed_pair_indices(packed.prompt_lens, packed.chosen_lens, mask, packed.rows,
+                                                          packed.offsets)
         targets = packed.input_ids[rows, token_pos]
 
         def hidden_of(m):
-            return packed_hidden(m, packed, hidden_pos, rows)
+            return packed_hidden(m, packed, hidden_pos, rows, varlen)
     else:
         rows, _, hidden_pos, token_pos = gather_indices(prompt_lens, mask)
         targets = input_ids[rows, token_pos]

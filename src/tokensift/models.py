@@ -193,11 +193,13 @@ def load_model(
     lora: LoraSettings | None = None,
     device: str | torch.device | None = None,
     zero3_partition: bool = False,
+    attn_implementation: str | None = None,
 ):
     """A causal LM ready to train or score; dropout off so training and scoring are deterministic.
 
     Under DeepSpeed ZeRO-3 only the model a DeepSpeed engine trains is loaded partitioned (`zero3_partition`);
-    every other model loads whole (see `distributed.unpartitioned_loading`).
+    every other model loads whole (see `distributed.unpartitioned_loading`). attn_implementation: transformers'
+    (sdpa, eager, flex_attention, flash_attention_2 ...); None: the model's default.
     """
     from transformers import AutoModelForCausalLM
 
@@ -205,8 +207,9 @@ def load_model(
     loading = contextlib.nullcontext() if zero3_partition else unpartitioned_loading()
     try:
         with loading:
+            extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
             model = AutoModelForCausalLM.from_pretrained(
-                source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None
+                source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None, **extra
             )
     except Exception as exc:  # e.g. a truncated safetensors file, a config.json that is not JSON
         _refuse_remote_code(name_or_path, exc)

@@ -44,6 +44,36 @@ def test_batch8_acc1_equals_batch1_acc8(tmp_path, model_dir, loss):
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
 
 
+@pytest.mark.parametrize("loss", ["dpo", "sft", "tdpo"])
+def test_token_budget_micro_batches_take_the_same_steps(tmp_path, model_dir, loss):
+    """max_tokens_per_batch: micro-batches of varying pair counts (and a zero-weight filler when a process runs
+    short) weight their losses by the pairs (tokens for SFT) they hold, so the step equals one 8-pair batch."""
+    from tokensift.train.data import token_micro_batches
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=16)
+    budget = 80 if loss == "sft" else 100  # one to three pairs (SFT runs prompt + chosen only)
+    runs = {}
+    for name, extra in (("pairs", {"batch_size": 8}), ("tokens", {"batch_size": 8, "max_tokens_per_batch": budget})):
+        cfg = train_config(tmp_path, model_dir, data, loss=loss, epochs=2.0, output_dir=str(tmp_path / name),
+                           **extra)
+        runs[name] = (train(cfg), read_metrics(Path(cfg.output_dir) / "metrics.jsonl"))
+    (res_a, log_a), (res_b, log_b) = runs["pairs"], runs["tokens"]
+    assert [r["pairs"] for r in log_a] == [r["pairs"] for r in log_b] == [8, 8, 8, 8]
+    for a, b in zip(log_a, log_b):
+        assert abs(a["loss"] - b["loss"]) < 1e-5, (a["loss"], b["loss"])
+    wa, wb = final_weights(res_a), final_weights(res_b)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+    # the budget really split the steps: several micro-batches of different sizes, every one within budget
+    trainer = Trainer(train_config(tmp_path, model_dir, data, loss=loss, batch_size=8, max_tokens_per_batch=budget,
+                                   output_dir=str(tmp_path / "inspect")))
+    steps = [token_micro_batches(trainer.schedule.batch(s), trainer.pair_tokens, budget, 0, 1) for s in range(4)]
+    assert all(len(parts) > 1 for parts in steps) and len({len(p) for parts in steps for p in parts}) > 1
+    assert all(trainer.pair_tokens[p].sum() <= budget or len(p) == 1 for parts in steps for p in parts)
+    two = [token_micro_batches(trainer.schedule.batch(0), trainer.pair_tokens, budget, r, 2) for r in (0, 1)]
+    assert len(two[0]) == len(two[1])  # processes stay in lockstep
+    assert sorted(int(i) for parts in two for p in parts for i in p) == sorted(trainer.schedule.batch(0).tolist())
+
+
 def test_reference_cache_is_computed_once_and_reused(tmp_path, model_dir, monkeypatch):
     data = write_pairs(tmp_path / "pairs.jsonl", n=8)
     calls = []

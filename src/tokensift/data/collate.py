@@ -16,12 +16,42 @@ from tokensift.data.tokenize import TokenizedPair
 
 
 @dataclass
+class PackedPairs:
+    """Pairs as [prompt | chosen | rejected] segments: the prompt is run once, not twice.
+
+    The rejected response attends to the prompt but not to the chosen one and continues the prompt's positions
+    (data/positions.py gives positions, branches and segments; attention.py the model's own mask on them), so every
+    log-prob equals the unpacked layout's. Pair b sits in row `rows[b]` from column `offsets[b]`: one pair per row
+    (rows None: row b, column 0), or several pairs back to back in a row, padding only at the end of each row.
+    """
+
+    input_ids: torch.Tensor  # [rows, T]
+    prompt_lens: torch.Tensor  # [B]
+    chosen_lens: torch.Tensor  # [B]
+    rejected_lens: torch.Tensor | None = None  # [B], with rows/offsets
+    rows: torch.Tensor | None = None  # [B]
+    offsets: torch.Tensor | None = None  # [B]
+
+    def to(self, device) -> "PackedPairs":
+        moved = {k: (v.to(device) if v is not None else None) for k, v in self.__dict__.items()}
+        return PackedPairs(**moved)
+
+    @property
+    def padding(self) -> float:
+        """Share of the packed positions that are padding."""
+        real = int((self.prompt_lens + self.chosen_lens).sum()) + (
+            int(self.rejected_lens.sum()) if self.rejected_lens is not None else 0)
+        return 1.0 - real / max(1, self.input_ids.numel()) if self.rejected_lens is not None else float("nan")
+
+
+@dataclass
 class SequenceBatch:
     input_ids: torch.Tensor  # [N, T] long, right-padded with pad_id
     prompt_lens: torch.Tensor  # [N] long
     response_lens: torch.Tensor  # [N] long
     labels: torch.Tensor  # [N, R] long, response token ids in label space (0 where padded)
     response_mask: torch.Tensor  # [N, R] bool
+    packed: "PackedPairs | None" = None  # the same sequences back to back in rows (prompt + response segments)
 
     @property
     def num_tokens(self) -> int:
@@ -39,27 +69,10 @@ class SequenceBatch:
 
 
 @dataclass
-class PackedPairs:
-    """Each pair as one sequence [prompt | chosen | rejected], right-padded: the prompt is run once, not twice.
-
-    The rejected response attends to the prompt but not to the chosen one and continues the prompt's positions
-    (data/positions.py builds the mask and positions), so every log-prob equals the unpacked layout's.
-    """
-
-    input_ids: torch.Tensor  # [B, T]
-    prompt_lens: torch.Tensor  # [B]
-    chosen_lens: torch.Tensor  # [B]
-
-    def to(self, device) -> "PackedPairs":
-        return PackedPairs(self.input_ids.to(device), self.prompt_lens.to(device), self.chosen_lens.to(device))
-
-
-@dataclass
 class PairBatch(SequenceBatch):
     rows: torch.Tensor | None = None  # [B] dataset rows
     select_mask: torch.Tensor | None = None  # [2B, R] bool: SePO key tokens (None = all response tokens)
     ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
-    packed: PackedPairs | None = None  # the same pairs with shared prompts (see PackedPairs)
 
     @property
     def num_pairs(self) -> int:
@@ -86,7 +99,9 @@ def pad_2d(arrays: list[np.ndarray], pad: int | float, dtype: torch.dtype, width
     return out
 
 
-def collate_sequences(prompts: list[np.ndarray], responses: list[np.ndarray], pad_id: int) -> SequenceBatch:
+def collate_sequences(prompts: list[np.ndarray], responses: list[np.ndarray], pad_id: int, pack: bool = False,
+                      row_tokens: int | None = None) -> SequenceBatch:
+    """Right-padded prompt + response sequences; pack: also back to back in rows (pack_pairs, no rejected side)."""
     sequences = [np.concatenate([p, r]) for p, r in zip(prompts, responses)]
     response_lens = torch.tensor([len(r) for r in responses], dtype=torch.long)
     labels = pad_2d(responses, 0, torch.long)
@@ -96,23 +111,39 @@ def collate_sequences(prompts: list[np.ndarray], responses: list[np.ndarray], pa
         response_lens=response_lens,
         labels=labels,
         response_mask=label_mask(response_lens, labels.shape[1]),
+        packed=pack_pairs([TokenizedPair(i, p, r, r[:0]) for i, (p, r) in enumerate(zip(prompts, responses))], pad_id,
+                          row_tokens) if pack else None,
     )
 
 
-def pack_pairs(pairs: list[TokenizedPair], pad_id: int) -> PackedPairs:
-    sequences = [np.concatenate([p.prompt_ids, p.chosen_ids, p.rejected_ids]) for p in pairs]
-    return PackedPairs(
-        input_ids=pad_2d(sequences, pad_id, torch.long),
-        prompt_lens=torch.tensor([len(p.prompt_ids) for p in pairs], dtype=torch.long),
-        chosen_lens=torch.tensor([len(p.chosen_ids) for p in pairs], dtype=torch.long),
-    )
+def pack_pairs(pairs: list[TokenizedPair], pad_id: int, row_tokens: int | None = None) -> PackedPairs:
+    """Pairs as [prompt | chosen | rejected] segments: one per row (row_tokens None), or first-fit decreasing into
+    rows of `row_tokens` positions (at least the longest pair), back to back: padding only ends a row."""
+    segments = [np.concatenate([p.prompt_ids, p.chosen_ids, p.rejected_ids]) for p in pairs]
+    lengths = [torch.tensor([len(getattr(p, f"{side}_ids")) for p in pairs], dtype=torch.long)
+               for side in ("prompt", "chosen", "rejected")]
+    if row_tokens is None:
+        return PackedPairs(pad_2d(segments, pad_id, torch.long), lengths[0], lengths[1])
+    capacity = max([row_tokens] + [len(s) for s in segments])
+    rows, offsets, filled = [0] * len(pairs), [0] * len(pairs), []
+    for b in sorted(range(len(pairs)), key=lambda i: (-len(segments[i]), i)):
+        row = next((r for r, used in enumerate(filled) if used + len(segments[b]) <= capacity), len(filled))
+        if row == len(filled):
+            filled.append(0)
+        rows[b], offsets[b] = row, filled[row]
+        filled[row] += len(segments[b])
+    input_ids = torch.full((len(filled), max(filled)), pad_id, dtype=torch.long)
+    for b, segment in enumerate(segments):
+        input_ids[rows[b], offsets[b]: offsets[b] + len(segment)] = torch.as_tensor(segment)
+    return PackedPairs(input_ids, *lengths, torch.tensor(rows), torch.tensor(offsets))
 
 
 def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | None = None,
-                  pack: bool = False) -> PairBatch:
+                  pack: bool = False, row_tokens: int | None = None) -> PairBatch:
     """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum).
 
-    pack: also build the shared-prompt layout, which forward passes then use instead of the 2B sequences.
+    pack: also build the shared-prompt layout, which forward passes then use instead of the 2B sequences;
+    row_tokens: pack pairs back to back in rows of that many positions (see pack_pairs).
     """
     prompts = [p.prompt_ids for p in pairs] * 2
     responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
@@ -121,8 +152,8 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
     if ref_logps is not None:
         values = [ref_logps[p.row] for p in pairs]
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
-    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
-                     packed=pack_pairs(pairs, pad_id) if pack else None)
+    seq.packed = pack_pairs(pairs, pad_id, row_tokens) if pack else None
+    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref)
 
 
 def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:

@@ -48,39 +48,62 @@ def gather_indices(prompt_lens: torch.Tensor, mask: torch.Tensor) -> tuple[torch
     return rows, labels, starts - 1 + labels, starts + labels
 
 
-def packed_pair_indices(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, mask: torch.Tensor):
-    """Gather indices for pairs packed as one sequence each: [prompt | chosen | rejected].
+def packed_pair_indices(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, mask: torch.Tensor,
+                        rows: torch.Tensor | None = None, offsets: torch.Tensor | None = None):
+    """Gather indices for pairs packed as [prompt | chosen | rejected] segments.
 
-    `mask` is [2B, R] in a PairBatch's row order (chosen of pair b at row b, rejected at row B + b). In the
-    packed sequence of pair b (prompt length P, chosen length C):
+    `mask` is [2B, R] in a PairBatch's row order (chosen of pair b at row b, rejected at row B + b). Pair b sits in
+    packed row `rows[b]` from column `offsets[b]` (default: its own row, from column 0). Within its segment
+    (prompt length P, chosen length C):
       chosen label i   is predicted at position P - 1 + i and sits at P + i;
       rejected label 0 is predicted at P - 1 (the prompt's last token, shared with chosen label 0),
       rejected label i is predicted at P + C - 1 + i (i >= 1) and sits at P + C + i.
-    Returns (sequence rows [M] in 0..B-1, hidden positions [M], token positions [M]) in row-major order of mask.
+    Returns (packed rows [M], hidden positions [M], token positions [M]) in row-major order of mask.
     """
     pairs = prompt_lens.shape[0]
-    rows, labels = mask.nonzero(as_tuple=True)
-    pair = rows % pairs
+    mask_rows, labels = mask.nonzero(as_tuple=True)
+    pair = mask_rows % pairs
     prompt = prompt_lens.to(labels.device)[pair]
     if bool((prompt < 1).any()):
         raise ValueError("a prompt must hold at least one token to predict the first response token")
-    rejected = rows >= pairs
+    rejected = mask_rows >= pairs
+    base = 0 if offsets is None else offsets.to(labels.device)[pair]
     start = torch.where(rejected, prompt + chosen_lens.to(labels.device)[pair], prompt)
-    token = start + labels
-    hidden = torch.where(rejected & (labels == 0), prompt - 1, token - 1)
-    return pair, hidden, token
+    token = base + start + labels
+    hidden = torch.where(rejected & (labels == 0), base + prompt - 1, token - 1)
+    return (pair if rows is None else rows.to(labels.device)[pair]), hidden, token
 
 
-def packed_layout(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int):
-    """Logical positions and branches `[B, T]` of packed [prompt | chosen | rejected] rows.
+def packed_layout(prompt_lens: torch.Tensor, chosen_lens: torch.Tensor, width: int,
+                  rejected_lens: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                  offsets: torch.Tensor | None = None, num_rows: int | None = None):
+    """Logical positions, branches and segments `[rows, width]` of packed [prompt | chosen | rejected] segments.
 
-    The rejected response continues from the prompt, as if chosen were not there: its token j (packed index
-    P + C + j) has position P + j. Branch: 0 for the prompt, 1 for chosen, 2 for rejected (and the padding after
-    it). attention.py lets a token see the prompt and its own branch, causally in logical positions.
+    The rejected response continues from the prompt, as if chosen were not there: its token j has position P + j.
+    Branch: 0 for the prompt, 1 for chosen, 2 for rejected. Segment: the pair's index, -1 for padding (None when
+    each row holds one pair from column 0: then the padding after it is branch 2 with later positions, which no
+    real token can see). attention.py lets a token see the prompt and its own branch of its own segment,
+    causally in logical positions.
     """
-    index = torch.arange(width, device=prompt_lens.device)[None, :]
-    chosen_start = prompt_lens[:, None]
-    rejected_start = (prompt_lens + chosen_lens)[:, None]
-    positions = torch.where(index >= rejected_start, index - chosen_lens[:, None], index)
-    branch = (index >= chosen_start).long() + (index >= rejected_start).long()
-    return positions, branch
+    device = prompt_lens.device
+    if rows is None:
+        index = torch.arange(width, device=device)[None, :]
+        chosen_start = prompt_lens[:, None]
+        rejected_start = (prompt_lens + chosen_lens)[:, None]
+        positions = torch.where(index >= rejected_start, index - chosen_lens[:, None], index)
+        branch = (index >= chosen_start).long() + (index >= rejected_start).long()
+        return positions, branch, None
+    shape = (num_rows, width)
+    positions = torch.zeros(shape, dtype=torch.long, device=device)
+    branch = torch.zeros(shape, dtype=torch.long, device=device)
+    segment = torch.full(shape, -1, dtype=torch.long, device=device)
+    for b, (row, start, p, c, r) in enumerate(zip(rows.tolist(), offsets.tolist(), prompt_lens.tolist(),
+                                                  chosen_lens.tolist(), rejected_lens.tolist())):
+        end = min(start + p + c + r, width)
+        if start >= width:
+            continue
+        local = torch.arange(end - start, device=device)
+        positions[row, start:end] = torch.where(local >= p + c, local - c, local)
+        branch[row, start:end] = (local >= p).long() + (local >= p + c).long()
+        segment[row, start:end] = b
+    return positions, branch, segment

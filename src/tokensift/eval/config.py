@@ -19,6 +19,7 @@ class RunArgs:
 
     model: str = option(DEFAULT_MODEL, "Policy model to evaluate: an alias, hub id, local folder or .gguf file.")
     dtype: str = option("float32", "Weight dtype: float32, bfloat16 or float16. bf16 halves memory; log-probs lose precision.")
+    attn_implementation: str | None = option(None, "transformers' attention (sdpa, eager, flex_attention ...); unset: the model's default.")
     device: str = option("auto", "cpu, cuda, cuda:N or mps; auto picks cuda when available.")
     batch_size: int = option(16, "Sequences per no-grad pass (pairs, or answers when sampling). Memory grows linearly with it.")
     eval_fraction: float = option(0.0, "Use only this seeded share of the rows; with the same data, limit, eval_fraction and seed as a training run these are exactly the rows that run held aside. 0 = all rows.")

@@ -23,7 +23,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_eval_model(name: str, config, device: torch.device):
-    model = load_model(name, dtype=config.dtype, trust_remote_code=config.trust_remote_code, device=device)
+    model = load_model(name, dtype=config.dtype, trust_remote_code=config.trust_remote_code, device=device,
+                       attn_implementation=config.attn_implementation)
     model.eval()
     return model
 

@@ -42,13 +42,13 @@ class PairLogps:
 
 
 def score_pairs(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device,
-                desc: str | None = None, share_prompt: bool = True) -> PairLogps:
+                desc: str | None = None, share_prompt: bool = True, packing: str = "auto") -> PairLogps:
     """Sum of per-token log-probs of every chosen and rejected response (float64 sums of float32 terms)."""
     position = {id(pair): i for i, pair in enumerate(pairs)}
     chosen = np.full(len(pairs), np.nan)
     rejected = np.full(len(pairs), np.nan)
     for pair, chosen_logps, rejected_logps in iter_pair_logps(model, pairs, batch_size, pad_id, device, desc,
-                                                                      share_prompt):
+                                                                      share_prompt, packing):
         i = position[id(pair)]
         chosen[i] = chosen_logps.sum(dtype=np.float64)
         rejected[i] = rejected_logps.sum(dtype=np.float64)
@@ -124,14 +124,16 @@ def evaluate_preferences(config: PairsEvalConfig) -> dict:
     pairs, data = select_pairs(config, tokenizer)
     bar = "policy log-probs" if config.progress else None
     model = load_eval_model(config.model, config, device)
-    policy = score_pairs(model, pairs, config.batch_size, tokenizer.pad_token_id, device, bar, config.share_prompt)
+    policy = score_pairs(model, pairs, config.batch_size, tokenizer.pad_token_id, device, bar, config.share_prompt,
+                         config.packing)
     del model
     free_memory()
     reference = None
     if config.reference:
         model = load_eval_model(config.reference, config, device)
         bar = "reference log-probs" if config.progress else None
-        reference = score_pairs(model, pairs, config.batch_size, tokenizer.pad_token_id, device, bar, config.share_prompt)
+        reference = score_pairs(model, pairs, config.batch_size, tokenizer.pad_token_id, device, bar, config.share_prompt,
+                         config.packing)
         del model
         free_memory()
     margins = pair_margins(pairs, policy, reference, config.beta)

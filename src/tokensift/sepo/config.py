@@ -18,6 +18,7 @@ class ScoreConfig(DataArgs):
     beta: float = option(0.1, "Scale of the token reward beta*(log pi_oracle - log pi_ref); ranking does not depend on it.")
     batch_size: int = option(16, "Pairs per scoring batch (no-grad). Larger is faster until memory runs out.")
     dtype: str = option("float32", "Weights dtype for both models: float32 or bfloat16 (faster on GPU).")
+    attn_implementation: str | None = option(None, "transformers' attention for both models (sdpa, eager, flex_attention ...); unset: the model's default.")
     chunk_pairs: int = option(512, "Pairs scored and written per shard: the resume granularity after a kill.")
     overwrite: bool = option(False, "Replace scores in output_dir that were made from other inputs.")
     trust_remote_code: bool = option(False, "Allow model repositories to run their own Python code.")

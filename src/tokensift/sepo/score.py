@@ -30,7 +30,7 @@ from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
 from tokensift.distributed import partial_state
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
-from tokensift.logprobs import token_logps
+from tokensift.logprobs import packed_row_tokens, token_logps
 from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
 from tokensift.sepo.config import ScoreConfig
 from tokensift.shards import ShardStore
@@ -60,10 +60,10 @@ def score_meta(config: ScoreConfig, tokenizer) -> dict:
 
 @torch.no_grad()
 def score_pairs(oracle, reference, pairs, batch_size: int, pad_id: int, beta: float, device,
-                share_prompt: bool = True):
+                share_prompt: bool = True, packing: str = "auto"):
     """Yield one record dict per pair: ids and beta * (oracle - reference) log-probs per response token."""
     for group in length_buckets(pairs, batch_size):
-        batch = collate_pairs(group, pad_id, pack=share_prompt).to(device)
+        batch = collate_pairs(group, pad_id, pack=share_prompt, row_tokens=packed_row_tokens(packing, oracle)).to(device)
         args = (batch.input_ids, batch.prompt_lens, batch.response_mask)
         oracle_logps = token_logps(oracle, *args, packed=batch.packed).logps
         diff = (oracle_logps - token_logps(reference, *args, packed=batch.packed).logps).float().cpu() * beta
@@ -109,8 +109,10 @@ def score_tokens(config: ScoreConfig) -> ScoreResult:
     state.wait_for_everyone()
     done = store.done_rows()
     device = state.device
-    oracle = load_model(config.oracle, config.dtype, config.trust_remote_code, device=device).eval()
-    reference = load_model(config.reference, config.dtype, config.trust_remote_code, device=device).eval()
+    oracle = load_model(config.oracle, config.dtype, config.trust_remote_code, device=device,
+                        attn_implementation=config.attn_implementation).eval()
+    reference = load_model(config.reference, config.dtype, config.trust_remote_code, device=device,
+                           attn_implementation=config.attn_implementation).eval()
     pair_tokenizer = PairTokenizer(tokenizer, TokenizeSettings(config.max_length, config.max_prompt_length))
     loaded = LoadResult(source=config.data)
     examples = iter_preferences(config.data, config.columns, config.skip_invalid, split=config.split,
@@ -127,7 +129,7 @@ def score_tokens(config: ScoreConfig) -> ScoreResult:
             continue
         pairs = pair_tokenizer.tokenize_batch(mine)
         records = list(score_pairs(oracle, reference, pairs, config.batch_size, tokenizer.pad_token_id, config.beta,
-                                   device, config.share_prompt))
+                                   device, config.share_prompt, config.packing))
         records.sort(key=lambda r: r["row"])
         store.write({c: [r[c] for r in records] for c in COLUMNS})
         scored += len(records)

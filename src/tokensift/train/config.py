@@ -13,6 +13,7 @@ from tokensift.losses import LOSSES, LossSpec
 from tokensift.models import DEFAULT_MODEL
 from tokensift.selection import SelectionArgs
 
+PACKINGS = ("auto", "rows", "one_row", "pairs")
 SELECTION_SETTINGS = ("scores", "allow_projection", *(f.name for f in dataclasses.fields(SelectionArgs)))
 LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
 
@@ -33,12 +34,18 @@ class DataArgs:
     limit: int | None = option(None, "Use only the first N valid pairs (quick experiments).")
     max_length: int | None = option(1024, "Max tokens of prompt+response; responses are cut at the end. Memory and time grow with it.")
     max_prompt_length: int | None = option(512, "Max prompt tokens; prompts keep their last tokens.")
-    share_prompt: bool = option(True, "Run each pair's prompt once, as one [prompt|chosen|rejected] sequence with the model's own attention (exact; much faster with long prompts). Models whose attention cannot be expressed that way run unpacked.")
+    share_prompt: bool = option(True, "Run packed with the model's own attention: each pair's prompt once, as [prompt|chosen|rejected], and sequences (SFT) back to back without padding (exact; much faster with long prompts). Models whose attention cannot be expressed that way run unpacked (flash-attention packs SFT sequences by position_ids).")
+    packing: str = option("auto", "How shared-prompt pairs fill rows: rows (back to back in rows as long as the longest pair: least padding for dense attention), one_row (all in one row: for flex attention, whose block mask skips the empty blocks), pairs (one per row, padded), auto (one_row with flex_attention, else rows). Exact in every layout.")
+
+    def validate_packing(self) -> None:
+        if self.packing not in PACKINGS:
+            raise UserError(f"packing must be one of {', '.join(PACKINGS)}, got '{self.packing}'")
 
     def validate_data(self) -> None:
         self.data = as_source(self.data, "data")
         if hasattr(self, "eval_data"):
             self.eval_data = as_source(self.eval_data, "eval_data")
+        self.validate_packing()
         if not self.data:
             raise UserError("no data given: set data=PATH (a preference file, dataset folder or hub id)")
         if self.limit is not None and self.limit < 1:
@@ -71,6 +78,7 @@ class TrainConfig(SelectionArgs, DataArgs):
     max_steps: int | None = option(None, "Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = option(8, "Pairs per device per micro-step. Memory grows linearly with it.")
     grad_accum: int = option(1, "Micro-steps per optimizer step; global batch = batch_size x grad_accum x processes.")
+    max_tokens_per_batch: int | None = option(None, "Fill micro-batches with pairs up to this many tokens (each pair counted as it runs: prompt once with share_prompt) instead of batch_size pairs; a step still trains on batch_size x grad_accum x processes pairs, in as many micro-batches as the budget needs. Memory follows the budget, not the longest pair; the loss weighting stays exact.")
     warmup_ratio: float = option(0.1, "Share of steps with linear warmup.")
     scheduler: str = option("cosine", "Learning-rate schedule after warmup: cosine, linear or constant.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
@@ -78,7 +86,8 @@ class TrainConfig(SelectionArgs, DataArgs):
     adam_beta2: float = option(0.999, "AdamW beta2.")
     max_grad_norm: float = option(1.0, "Clip the global gradient norm to this value (0 disables).")
     seed: int = option(0, "Seed for data order, held-out split and initialisation of LoRA.")
-    dtype: str = option("float32", "Weight dtype: float32, bfloat16 or float16. bf16 halves memory.")
+    dtype: str = option("float32", "Weight dtype: float32, bfloat16 or float16. In bf16 frozen weights (a LoRA base, references) take half the memory; trained weights and optimizer states stay fp32 and the matmuls run in bf16 (autocast).")
+    attn_implementation: str | None = option(None, "transformers' attention: sdpa, eager, flex_attention (block-sparse masks: pairs share one row, see packing), flash_attention_2 ...; unset: the model's default.")
     mixed_precision: str = option("no", "Autocast: no, bf16 or fp16 (accelerate).")
     gradient_checkpointing: bool = option(False, "Recompute activations in backward: much less memory, ~20-30% slower.")
     lora: bool = option(False, "Train LoRA adapters instead of all weights (peft).")
@@ -107,12 +116,15 @@ class TrainConfig(SelectionArgs, DataArgs):
             self.validate_data()  # a selection loss reads its pairs from the scores; only projection re-reads the data
         if self.beta is not None and self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}")
+        self.validate_packing()
         self.validate_selection()
         if spec.selection == "required" and not self.scores:
             raise UserError(f"loss={self.loss} needs scores=DIR from `tokensift score`")
         for name in ("batch_size", "grad_accum", "eval_batch_size", "ref_batch_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_tokens_per_batch is not None and self.max_tokens_per_batch < 2:
+            raise UserError(f"max_tokens_per_batch must be at least 2 tokens, got {self.max_tokens_per_batch}")
         for name in ("save_every", "eval_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be 0 or more steps, got {getattr(self, name)}")

@@ -122,3 +122,33 @@ def micro_batches(indices: np.ndarray, batch_size: int, grad_accum: int, rank: i
         indices[i * batch_size : (i + 1) * batch_size] for i in range(world * grad_accum)
     ]
     return [parts[rank * grad_accum + m] for m in range(grad_accum)]
+
+
+def token_micro_batches(indices: np.ndarray, tokens: np.ndarray, budget: int, rank: int, world: int
+                        ) -> list[np.ndarray]:
+    """This process's micro-batches of a global batch, each filled in order up to `budget` tokens.
+
+    indices: the step's pair indices; tokens: tokens of every pair (indexable by pair index). The global batch is
+    split between processes as by pair count (np.array_split), then each share into runs of consecutive pairs
+    whose tokens stay within the budget (a longer pair is a micro-batch of its own). Every process returns as many
+    micro-batches as the busiest one (the others end with empty ones: zero-weight passes in the train step), so
+    sharded back ends, where every forward is a collective, stay in lockstep.
+    """
+    shares = np.array_split(indices, world)
+
+    def split(share):
+        parts, current, used = [], [], 0
+        for i in share:
+            if current and used + tokens[i] > budget:
+                parts.append(np.asarray(current, dtype=indices.dtype))
+                current, used = [], 0
+            current.append(i)
+            used += tokens[i]
+        if current:
+            parts.append(np.asarray(current, dtype=indices.dtype))
+        return parts
+
+    splits = [split(share) for share in shares]
+    count = max(1, max(len(parts) for parts in splits))
+    mine = splits[rank]
+    return mine + [np.zeros(0, dtype=indices.dtype)] * (count - len(mine))

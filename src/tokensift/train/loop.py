@@ -17,21 +17,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
-from tokensift.distributed import accelerator_options, fsdp_on_cpu
+from tokensift.distributed import accelerator_options, fresh_accelerator_state, fsdp_on_cpu
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
-from tokensift.logprobs import LabelLogps
-from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, same_tokenizer,
+from tokensift.logprobs import LabelLogps, packed_row_tokens
+from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, parse_dtype, same_tokenizer,
                               tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
-from tokensift.train.data import Schedule, TrainData, load_training_data, micro_batches
+from tokensift.train.data import Schedule, TrainData, load_training_data, micro_batches, token_micro_batches
 from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
 from tokensift.train.outputs import save_final
@@ -65,11 +66,20 @@ def check_reference_tokenizer(config: TrainConfig, tokenizer) -> None:
         )
 
 
+def autocast_precision(config: TrainConfig) -> str:
+    """accelerate's mixed_precision: as set, else the half dtype the weights were asked in (bf16 done right: the
+    trained weights are fp32 masters, see Trainer.keep_trained_weights_fp32, and the matmuls run in bf16)."""
+    if config.mixed_precision != "no":
+        return config.mixed_precision
+    return {"bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "fp16": "fp16"}.get(config.dtype, "no")
+
+
 def make_accelerator(config: TrainConfig):
     from accelerate import Accelerator
 
     trackers = [t.strip() for t in config.trackers.split(",") if t.strip()]
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, log_with=trackers or None,
+    fresh_accelerator_state()
+    accelerator = Accelerator(mixed_precision=autocast_precision(config), log_with=trackers or None,
                               project_dir=config.output_dir, **accelerator_options())
     fsdp_on_cpu(accelerator)
     return accelerator
@@ -99,13 +109,23 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
             model = policy_model if same else None
             if model is None:
                 model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                   device=accelerator.device)
+                                   device=accelerator.device, attn_implementation=config.attn_implementation)
             model.eval()
-            cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device,
-                       share_prompt=config.share_prompt)
+            with accelerator.autocast():  # the precision of the policy's own forward: rewards start at exactly 0
+                cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device,
+                           share_prompt=config.share_prompt, packing=config.packing)
             accelerator.wait_for_everyone()
         sums.update(cache.sums(part.pairs))
     return sums
+
+
+def keep_trained_weights_fp32(model) -> None:
+    """Trained parameters become fp32 masters (their gradients and AdamW states follow), frozen ones (a LoRA base)
+    keep the dtype they were loaded in. In bf16 the matmuls still run in bf16, under autocast: updates smaller than
+    bf16's resolution (1/256 of a weight) are not lost, at 16 bytes per trained parameter as in fp32 training."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
 
 
 class Trainer:
@@ -134,16 +154,23 @@ class Trainer:
                                 [t.strip() for t in config.lora_targets.split(",") if t.strip()])
         self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                                 gradient_checkpointing=config.gradient_checkpointing, lora=lora,
-                                device=self.accelerator.device, zero3_partition=True)
+                                device=self.accelerator.device, zero3_partition=True,
+                                attn_implementation=config.attn_implementation)
+        self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
+        if not self.deepspeed:  # DeepSpeed keeps its own fp32 masters (its bf16 config)
+            keep_trained_weights_fp32(self.model)
         self.ref_model = None
         self.ref_sums = None
         if self.spec.reference == "live":
             self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
-                                        trust_remote_code=config.trust_remote_code, device=self.accelerator.device)
+                                        trust_remote_code=config.trust_remote_code, device=self.accelerator.device,
+                                        attn_implementation=config.attn_implementation)
             self.ref_model.requires_grad_(False).eval()
         elif config.needs_reference:
             self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
         self.pack = config.share_prompt  # logprobs.token_logps runs unpacked where a model cannot pack
+        self.row_tokens = packed_row_tokens(config.packing, self.model)
+        self.pair_tokens = np.array([self.run_tokens(p) for p in self.data.train.pairs])  # max_tokens_per_batch
         world = self.accelerator.num_processes
         self.schedule = Schedule(len(self.data.train.pairs), config.batch_size * config.grad_accum * world,
                                  config.seed, config.epochs, config.max_steps)
@@ -151,7 +178,6 @@ class Trainer:
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
                                       weight_decay=config.weight_decay)
         wrapper = LabelLogps(self.model)
-        self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
         if ds_setup.zero_stage(self.accelerator) == 3:
             ds_setup.register_head(wrapper, self.model)
         self.wrapper, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
@@ -162,11 +188,18 @@ class Trainer:
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", self.accelerator.is_main_process)
 
     # ------------------------------------------------------------------------------------------------ batches
+    def run_tokens(self, pair: TokenizedPair) -> int:
+        """Tokens a pair runs as: prompt + chosen (SFT), else both responses with the prompt once when shared."""
+        if not self.spec.pairwise:
+            return len(pair.prompt_ids) + len(pair.chosen_ids)
+        return pair.num_tokens - (len(pair.prompt_ids) if self.config.share_prompt else 0)
+
     def build_batch(self, pairs: list[TokenizedPair]):
         pad = self.tokenizer.pad_token_id
         if not self.spec.pairwise:
-            return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad)
-        batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack)
+            return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad,
+                                     pack=self.pack, row_tokens=self.row_tokens)
+        batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack, row_tokens=self.row_tokens)
         if self.data.select is not None:
             batch.select_mask = self.data.select(pairs, batch)
         return batch
@@ -185,7 +218,11 @@ class Trainer:
         indices = self.schedule.batch(step)
         global_units = sum(loss_units(self.spec, pairs[i]) for i in indices)
         metrics = StepMetrics()
-        micro = micro_batches(indices, cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes)
+        if cfg.max_tokens_per_batch:
+            micro = token_micro_batches(indices, self.pair_tokens, cfg.max_tokens_per_batch, acc.process_index,
+                                        acc.num_processes)
+        else:
+            micro = micro_batches(indices, cfg.batch_size, cfg.grad_accum, acc.process_index, acc.num_processes)
         self.wrapper.train()
         for m, part in enumerate(micro):
             weight = 1.0
@@ -342,6 +379,11 @@ class Trainer:
             gathered = acc.get_state_dict(self.wrapper)  # ZeRO-3 returns it on the main process only
             if gathered is not None:
                 full_state = {k.removeprefix("model."): v for k, v in gathered.items()}
+        saved_dtype = parse_dtype(cfg.dtype)  # the fp32 masters of a bf16 run are saved in bf16, as asked
+        if full_state is not None:
+            full_state = {k: v.to(saved_dtype) if v.is_floating_point() else v for k, v in full_state.items()}
+        elif saved_dtype != torch.float32 and not self.deepspeed:
+            acc.unwrap_model(self.wrapper).model.to(saved_dtype)
         if acc.is_main_process:
             save_final(final, acc.unwrap_model(self.wrapper).model, self.tokenizer, cfg, self.data, total,
                        train_metrics, eval_metrics, time.perf_counter() - started, state_dict=full_state)

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from tokensift.data.collate import collate_pairs, length_buckets
 from tokensift.data.io import fingerprint
 from tokensift.data.tokenize import TokenizedPair
-from tokensift.logprobs import token_logps
+from tokensift.logprobs import packed_row_tokens, token_logps
 from tokensift.models import cache_root
 from tokensift.shards import ShardStore
 
@@ -28,15 +28,16 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def iter_pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, desc: str | None = None,
-                    share_prompt: bool = True):
+                    share_prompt: bool = True, packing: str = "auto"):
     """Yield (pair, chosen log-probs [Rc], rejected log-probs [Rr]) as float32 numpy, in length-bucketed order.
 
-    share_prompt: run each pair as one [prompt | chosen | rejected] sequence where the model allows it.
+    share_prompt: run each pair as one [prompt | chosen | rejected] sequence where the model allows it, laid out
+    in rows as `packing` says (logprobs.packed_row_tokens).
     """
     batches = length_buckets(pairs, batch_size)
     bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=desc is None, leave=False)
     for group in batches:
-        batch = collate_pairs(group, pad_id, pack=share_prompt).to(device)
+        batch = collate_pairs(group, pad_id, pack=share_prompt, row_tokens=packed_row_tokens(packing, model)).to(device)
         logps = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask,
                             packed=batch.packed).logps.float().cpu()
         n = len(group)
@@ -65,7 +66,7 @@ class ReferenceLogpCache:
         return [p for p in pairs if p.row not in done]
 
     def fill(self, model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, shard_pairs: int = 512,
-             share_prompt: bool = True):
+             share_prompt: bool = True, packing: str = "auto"):
         """Compute this process's share (by row) of `pairs`, the missing ones, and write them shard by shard."""
         todo = [p for p in pairs if p.row % self.world == self.rank]
         if not todo:
@@ -74,7 +75,8 @@ class ReferenceLogpCache:
             self.store.write_meta(self.meta)
         buffer: dict[str, list] = {"row": [], "chosen": [], "rejected": []}
         desc = "reference log-probs" if self.rank == 0 else None
-        for pair, chosen, rejected in iter_pair_logps(model, todo, batch_size, pad_id, device, desc, share_prompt):
+        for pair, chosen, rejected in iter_pair_logps(model, todo, batch_size, pad_id, device, desc, share_prompt,
+                                                   packing):
             buffer["row"].append(pair.row)
             buffer["chosen"].append(chosen)
             buffer["rejected"].append(rejected)
