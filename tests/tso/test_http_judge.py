@@ -269,6 +269,28 @@ def test_cached_http_judge_second_run_sends_nothing(serve, tmp_path):
     assert second_run == first_run
 
 
+def test_alpaca_eval_question_with_m_and_m_upper(serve):
+    """AlpacaEval's weighted judge: a system and a user message, max_tokens 1, the verdict from the log-probs of
+    "m" (first output better) and "M"."""
+    def answer(n, body):
+        user = body["messages"][-1]["content"]
+        if user.index("GOOD") < user.index("BAD"):
+            top = [("m", math.log(0.7)), ("M", math.log(0.2)), ("The", math.log(0.05))]
+        else:
+            top = [("M", math.log(0.6)), ("m", math.log(0.3))]
+        return 200, {}, completion(top[0][0], top)
+
+    server = serve(answer)
+    judge = judge_for(server, template="alpaca_eval", max_tokens=1)
+    verdict = judge.compare([{"role": "user", "content": "Say something nice."}], GOOD, BAD)
+    assert verdict.p_first == pytest.approx((0.7 / 0.9 + 1 - 0.3 / 0.9) / 2)
+    body = server.requests[0]["body"]
+    assert [m["role"] for m in body["messages"]] == ["system", "user"] and body["max_tokens"] == 1
+    assert '"instruction": """Say something nice."""' in body["messages"][1]["content"]
+    assert parse_answer(completion("M"), ("m", "M"))["p_a"] == 0.0  # text fallback with the question's letters
+    assert parse_answer(completion("A"), ("m", "M")) is None
+
+
 def test_parse_answer_variants():
     both = completion("A", [(" A", math.log(0.3)), ("A", math.log(0.3)), ("B", math.log(0.2))])
     assert parse_answer(both)["p_a"] == pytest.approx(0.6 / 0.8)  # whitespace variants are summed

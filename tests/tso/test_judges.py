@@ -16,6 +16,7 @@ from tokensift.errors import UserError
 from tokensift.judges.cache import CachedJudge
 from tokensift.judges import CallableJudge, LocalLLMJudge, RewardModelJudge, Verdict, build_judge, vader_sentiment
 from tokensift.judges.base import PAIRWISE_TEMPLATE, combine_orders, sigmoid
+from tokensift.judges.questions import ALPACA_EVAL_SYSTEM, ALPACA_EVAL_USER
 
 TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}"
             "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
@@ -220,6 +221,31 @@ def test_local_llm_template_must_have_all_fields(lm, tokenizer):
     custom = "{conversation}\nA: {response_a}\nB: {response_b}\nBetter? A or B:"
     default_name = LocalLLMJudge(lm, tokenizer, name=None).name
     assert LocalLLMJudge(lm, tokenizer, template=custom).name != default_name  # template version is in the name
+
+
+def test_local_llm_alpaca_eval_question_reads_m_and_m_upper(lm):
+    """AlpacaEval's weighted judge question: system + user messages, the bare instruction, answers "m" (first
+    output) or "M"; P(first) = P(m) / (P(m) + P(M)) from the model's own next-token distribution."""
+    tokenizer = make_tokenizer(TEMPLATE)
+    judge = LocalLLMJudge(lm, tokenizer, template="alpaca_eval", max_length=8192, name="tiny-alpaca")
+    prompt, first, second = ITEMS[0]
+
+    def text(a, b):
+        user = ALPACA_EVAL_USER.format(conversation=prompt[0]["content"], response_a=a, response_b=b)
+        return f"<|system|>\n{ALPACA_EVAL_SYSTEM}\n<|user|>\n{user}\n<|assistant|>\n"
+
+    assert '"instruction": """Tell me a story about a cat."""' in text(first, second)  # bare, braces literal
+    assert '"model_identifier": "M",\n        "output": """' + second in text(first, second)
+    forward = hand_p_a(lm, tokenizer, text(first, second), "m", "M")
+    swapped = hand_p_a(lm, tokenizer, text(second, first), "m", "M")
+    verdict = judge.compare(prompt, first, second)
+    assert verdict.p_first == pytest.approx(combine_orders(forward, swapped), abs=1e-5)
+    assert LocalLLMJudge(lm, tokenizer, template="alpaca_eval").name != LocalLLMJudge(lm, tokenizer).name
+    # a chat template without a system role gets the system text at the top of the user message
+    no_system = make_tokenizer("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system') }}"
+                               "{% endif %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}<|assistant|>\n")
+    merged = LocalLLMJudge(lm, no_system, template="alpaca_eval", max_length=8192, name="x")
+    assert merged.render(prompt, first, second).startswith(f"<|user|>\n{ALPACA_EVAL_SYSTEM}\n\nI require")
 
 
 # -- callable -----------------------------------------------------------------------------------------------

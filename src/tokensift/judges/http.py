@@ -1,9 +1,10 @@
 """A judge behind an OpenAI-compatible `/v1/chat/completions` endpoint (OpenAI, vLLM, llama.cpp server, TGI,
 LiteLLM proxies, ...), using only the standard library so the judge adds no dependency.
 
-It asks the same pairwise question as `LocalLLMJudge` in both orders (position bias cancels) and reads the
-verdict from `top_logprobs` of the answer when the server returns them (a probability, not just a letter),
-else from the first standalone "A"/"B" in the text.
+It asks the same pairwise question as `LocalLLMJudge` in both orders (position bias cancels; `template` as
+there: "default", "alpaca_eval" for AlpacaEval 2's weighted GPT-4-Turbo judge question, or a custom one) and
+reads the verdict from `top_logprobs` of the answer when the server returns them (a probability, not just a
+letter: AlpacaEval's continuous preference), else from the first standalone answer letter in the text.
 
 Failure handling, because a TSO run makes thousands of calls: timeouts, connection errors, HTTP 429 and 5xx
 are retried with exponential backoff (Retry-After honoured); other 4xx mean the request itself is wrong
@@ -32,13 +33,12 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from tokensift.errors import UserError
-from tokensift.judges.base import (PAIRWISE_TEMPLATE, Item, Judge, Verdict, check_template, combine_orders,
-                                   from_spec, pairwise_question, register, template_id)
+from tokensift.judges.base import PAIRWISE_TEMPLATE, Item, Judge, Verdict, combine_orders, from_spec, register
+from tokensift.judges.questions import pairwise_question_for
 
 logger = logging.getLogger(__name__)
 
 _MAX_RETRY_AFTER_S = 120.0  # a server asking for longer than this is treated like any other backoff step
-_LETTER = re.compile(r"\b([AB])\b")
 
 
 class JudgeRequestError(UserError):
@@ -99,12 +99,13 @@ def _retry_after(headers) -> float | None:
     return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
 
 
-def parse_answer(reply: dict) -> dict | None:
-    """P(A) from one chat-completions reply, or None when it holds no A/B verdict.
+def parse_answer(reply: dict, letters: tuple[str, str] = ("A", "B")) -> dict | None:
+    """P(A) from one chat-completions reply, or None when it holds no verdict; `letters` are the answer tokens
+    for A and B ("m" and "M" for AlpacaEval's question).
 
-    From logprobs: at the first generated position whose top_logprobs include "A" or "B" (surrounding
+    From logprobs: at the first generated position whose top_logprobs include either letter (surrounding
     whitespace ignored, variants summed), p_a = P(A) / (P(A) + P(B)); a letter missing from the top list
-    counts as probability 0. From text: the first standalone capital A or B decides, p_a = 1 or 0.
+    counts as probability 0. From text: the first standalone letter decides, p_a = 1 or 0.
     """
     try:
         choice = reply["choices"][0]
@@ -114,14 +115,14 @@ def parse_answer(reply: dict) -> dict | None:
     positions = ((choice.get("logprobs") or {}).get("content") or []) if isinstance(choice, dict) else []
     for position in positions:
         tops = position.get("top_logprobs") or []
-        prob = {letter: sum(math.exp(t["logprob"]) for t in tops if str(t.get("token", "")).strip() == letter)
-                for letter in "AB"}
-        if prob["A"] + prob["B"] > 0:
-            return {"p_a": prob["A"] / (prob["A"] + prob["B"]), "source": "logprobs", "prob_a": prob["A"],
-                    "prob_b": prob["B"], "text": text}
-    match = _LETTER.search(text)
+        prob_a, prob_b = (sum(math.exp(t["logprob"]) for t in tops if str(t.get("token", "")).strip() == letter)
+                          for letter in letters)
+        if prob_a + prob_b > 0:
+            return {"p_a": prob_a / (prob_a + prob_b), "source": "logprobs", "prob_a": prob_a, "prob_b": prob_b,
+                    "text": text}
+    match = re.search(r"\b(" + "|".join(map(re.escape, letters)) + r")\b", text)
     if match:
-        return {"p_a": 1.0 if match.group(1) == "A" else 0.0, "source": "text", "text": text}
+        return {"p_a": 1.0 if match.group(1) == letters[0] else 0.0, "source": "text", "text": text}
     return None
 
 
@@ -156,11 +157,11 @@ class HTTPJudge(Judge):
         self.temperature = float(temperature)
         self.logprobs = bool(logprobs)
         self.max_tokens = int(max_tokens)
-        self.template = check_template(template)
+        self.question = pairwise_question_for(template)
         self.max_concurrent_requests = max(1, int(max_concurrent_requests))
         self._limiter = _RateLimiter(requests_per_minute)
         self.name = name or (f"http:v1:model={self.model}:endpoint={self.display_url}:"
-                             f"question={template_id(self.template)}:temperature={self.temperature:g}:"
+                             f"question={self.question.id}:temperature={self.temperature:g}:"
                              f"logprobs={self.logprobs}:max_tokens={self.max_tokens}")
 
     def __repr__(self) -> str:
@@ -189,24 +190,24 @@ class HTTPJudge(Judge):
     # -- one question --------------------------------------------------------------------------------------
     def _ask(self, prompt: list[dict], response_a: str, response_b: str) -> dict:
         payload = {"model": self.model, "temperature": self.temperature, "max_tokens": self.max_tokens,
-                   "messages": [{"role": "user",
-                                 "content": pairwise_question(self.template, prompt, response_a, response_b)}]}
+                   "messages": self.question.messages(prompt, response_a, response_b)}
         if self.logprobs:
             payload.update(logprobs=True, top_logprobs=5)
         text = ""
         for _ in range(2):  # an unparseable answer gets one more try
             reply = self._post(payload)
-            answer = parse_answer(reply)
+            answer = parse_answer(reply, self.question.letters)
             if answer is not None:
                 return answer
             try:
                 text = reply["choices"][0]["message"]["content"] or ""
             except (KeyError, IndexError, TypeError):
                 text = json.dumps(reply)[:200]
-            logger.warning("HTTP judge %s: answer without an A/B verdict (%r); asking again",
+            logger.warning("HTTP judge %s: answer without a verdict (%r); asking again",
                            self.display_url, self._redact(text[:200]))
         raise JudgeRequestError(f"HTTP judge at {self.display_url} (model {self.model}) answered twice without "
-                                f"an A/B verdict; last answer: {self._redact(text[:200])!r}")
+                                f"an {'/'.join(self.question.letters)} verdict; last answer: "
+                                f"{self._redact(text[:200])!r}")
 
     # -- transport -----------------------------------------------------------------------------------------
     def _api_key(self) -> str | None:

@@ -10,9 +10,9 @@ import os
 from typing import Any
 
 from tokensift.errors import UserError
-from tokensift.judges.base import (PAIRWISE_TEMPLATE, Item, Judge, ScoreJudge, Verdict, check_template,
-                                   combine_orders, format_conversation, from_spec, pairwise_question, register,
-                                   sigmoid, template_id)
+from tokensift.judges.base import (PAIRWISE_TEMPLATE, Item, Judge, ScoreJudge, Verdict, combine_orders,
+                                   format_conversation, from_spec, register, sigmoid)
+from tokensift.judges.questions import pairwise_question_for
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +177,13 @@ class RewardModelJudge(_ModelJudgeBase, ScoreJudge):
 
 @register
 class LocalLLMJudge(_ModelJudgeBase, Judge):
-    """A local causal LM asked the pairwise question (`PAIRWISE_TEMPLATE`) in both orders.
+    """A local causal LM asked the pairwise question in both orders: `template` is "default" (our short question,
+    `PAIRWISE_TEMPLATE`), "alpaca_eval" (AlpacaEval 2's weighted judge question, answered "m" or "M", see
+    judges/questions.py) or a custom format string.
 
-    P(A) is read from the next-token distribution after the question: softmax over the logits of the "A" and
-    "B" answer tokens only, i.e. sigmoid(logit_A - logit_B). Then p_first = (P(A | first, second) +
+    P(A) is read from the next-token distribution after the question: softmax over the logits of the two answer
+    tokens only ("A"/"B", or "m"/"M"), i.e. sigmoid(logit_A - logit_B), which is AlpacaEval's continuous
+    preference from the verdict token's log-probability. Then p_first = (P(A | first, second) +
     1 - P(A | second, first)) / 2, which cancels position bias. `detail` keeps both orders, including
     `answer_mass` (how much of the full distribution the two letters get: low mass = the model is not
     really answering).
@@ -201,31 +204,41 @@ class LocalLLMJudge(_ModelJudgeBase, Judge):
                  trust_remote_code: bool = False, name: str | None = None):
         name = self._setup(model, tokenizer, "AutoModelForCausalLM", device, dtype, max_length, batch_size,
                            trust_remote_code, name)
-        self.template = check_template(template)
+        self.question = pairwise_question_for(template)
         forward_params = inspect.signature(self.model.forward).parameters
         self._last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_params else {}
         template_kind = "chat" if self.uses_chat_template else "plain"
-        self.name = name or (f"local_llm:v1:model={self.model_id}:question={template_id(self.template)}:"
+        self.name = name or (f"local_llm:v1:model={self.model_id}:question={self.question.id}:"
                              f"template={template_kind}:max_length={self.max_length}:"
                              f"dtype={str(self.dtype).removeprefix('torch.')}")
 
     def render(self, prompt: list[dict], response_a: str, response_b: str) -> str:
-        question = pairwise_question(self.template, prompt, response_a, response_b)
+        messages = self.question.messages(prompt, response_a, response_b)
         if self.uses_chat_template:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
-        return f"User: {question}\n\nAssistant:"
+            from jinja2 import TemplateError
+
+            try:
+                return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            except TemplateError:  # a chat template without a system role (Gemma): one user message instead
+                if len(messages) == 1:
+                    raise
+                merged = [{"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}]
+                return self.tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(([messages[0]["content"]] if len(messages) == 2 else []) +
+                             [f"User: {messages[-1]['content']}", "Assistant:"])
 
     def encode_question(self, prompt: list[dict], response_a: str, response_b: str) -> tuple[list[int], int, int]:
         """(input ids, id of the "A" answer token, id of the "B" answer token)."""
         text = self.render(prompt, response_a, response_b)
         sep = "" if text[-1:].isspace() else " "
-        with_a, with_b = self._encode(text + sep + "A"), self._encode(text + sep + "B")
+        letter_a, letter_b = self.question.letters
+        with_a, with_b = self._encode(text + sep + letter_a), self._encode(text + sep + letter_b)
         k = 0
         while k < min(len(with_a), len(with_b)) and with_a[k] == with_b[k]:
             k += 1
         if k == 0 or k >= min(len(with_a), len(with_b)):
-            raise UserError(f"local_llm judge: tokenizer of '{self.model_id}' cannot tell the answers 'A' and 'B' apart")
+            raise UserError(f"local_llm judge: tokenizer of '{self.model_id}' cannot tell the answers "
+                            f"'{letter_a}' and '{letter_b}' apart")
         return self._truncate_left(with_a[:k]), with_a[k], with_b[k]
 
     def _p_a(self, questions: list[tuple[list[int], int, int]]) -> list[dict]:
