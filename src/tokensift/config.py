@@ -169,8 +169,10 @@ def help_of(cls, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- command line
-def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One `--option` per dataclass field (help from the field), plus --config and key=value overrides."""
+def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (),
+                       positional: str | None = None) -> None:
+    """One `--option` per dataclass field (help from the field), plus --config and key=value overrides.
+    `positional` names what plain arguments besides key=value are (e.g. FILE), see split_positional."""
     parser.add_argument("--config", help="YAML file of settings (keys as below, underscores).")
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -185,7 +187,25 @@ def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
                                 metavar="BOOL")
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="Overrides, e.g. beta=0.05 oracle.epochs=2")
+    metavar, text = "key=value", "Overrides, e.g. beta=0.05 oracle.epochs=2"
+    if positional:
+        metavar, text = f"{positional} | key=value", f"{positional} arguments, and key=value overrides of the options"
+    parser.add_argument("overrides", nargs="*", metavar=metavar, help=text)
+
+
+def split_positional(args: argparse.Namespace, field: str) -> None:
+    """Move plain arguments (an existing path, or anything without `key=`) out of the key=value overrides into
+    the list field `field`, after any values the field got from --config or its --flag."""
+    overrides, plain = [], []
+    for item in getattr(args, "overrides", None) or []:
+        key = item.split("=", 1)[0]
+        is_override = "=" in item and key.replace(".", "_").replace("-", "_").isidentifier()
+        (overrides if is_override and not Path(item).exists() else plain).append(item)
+    args.overrides = overrides
+    if plain:
+        given = getattr(args, field, None)
+        given = [] if given is None else [v for v in given.split(",") if v] if isinstance(given, str) else list(given)
+        setattr(args, field, given + plain)
 
 
 def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):

@@ -1,4 +1,5 @@
-"""The length-controlled win rate and the logistic fit under it, on synthetic data where the answer is known."""
+"""The win-rate summary of `eval generate` (clustered by prompt, AlpacaEval's GLM on the judge's preferences) and
+the small statistics beside it, on data where the answer is known."""
 
 from __future__ import annotations
 
@@ -7,80 +8,48 @@ import math
 import numpy as np
 import pytest
 
-from tokensift.eval.stats import (length_controlled_win_rate, logistic_fit, mean_and_stderr,
-                                  outcomes_from_differences, win_rate_summary)
+from tokensift.eval.stats import mean_and_stderr, outcomes_from_differences, win_rate_summary
+from tokensift.eval.winrate import Judged, length_controlled
 
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def test_logistic_fit_recovers_a_known_model():
+def test_samples_of_one_prompt_are_one_cluster():
+    # prompt 0: outcomes 1, 1; prompt 1: 0, 0.5; prompt 2: 0, 0 -> per prompt 1, 0.25, 0
+    outcomes = [1.0, 1.0, 0.0, 0.5, 0.0, 0.0]
+    summary = win_rate_summary(outcomes, outcomes, [10, 20, 30, 40, 50, 60], [35] * 6, [0, 0, 1, 1, 2, 2])
+    assert summary["win_rate"] == pytest.approx(1.25 / 3)
+    # standard error over the 3 prompts, not over the 6 answers
+    assert summary["stderr"] == pytest.approx(np.std([1, 0.25, 0], ddof=1) / math.sqrt(3))
+    assert (summary["n"], summary["prompts"], summary["wins"], summary["ties"], summary["losses"]) == (6, 3, 2, 1, 3)
+    assert summary["length_controlled"]["win_rate"] is None  # 3 prompts: fewer than the GLM's 5 folds
+    assert "at least 5" in summary["length_controlled"]["reason"]
+
+
+def test_length_controlled_block_is_alpacaeval_glm_on_the_preferences():
     rng = np.random.default_rng(0)
-    x = rng.normal(0.3, 1.0, 20000)
-    y = (rng.random(x.size) < sigmoid(0.7 + 1.5 * x)).astype(float)
-    fit = logistic_fit(x, y)
-    assert fit.converged
-    assert fit.intercept == pytest.approx(0.7, abs=4 * fit.intercept_stderr)
-    assert fit.slope == pytest.approx(1.5, abs=0.1)
-    assert 0.005 < fit.intercept_stderr < 0.05
+    n = 300
+    other = rng.integers(200, 1500, n).astype(float)
+    mine = np.maximum(10, other * np.exp(rng.normal(0.6, 0.4, n)))  # the policy is usually longer...
+    delta = other - mine
+    p = sigmoid(-0.3 - 1.2 * np.tanh(delta / delta.std(ddof=1)))  # ...and wins partly through length
+    outcomes = outcomes_from_differences(p - 0.5)
+    summary = win_rate_summary(outcomes, p, mine, other, list(range(n)))
+    lc = summary["length_controlled"]
+    expected = length_controlled(Judged("policy", "other", [str(i) for i in range(n)], p, mine, other))
+    assert lc["win_rate"] == expected["win_rate"] and lc["stderr"] == expected["standard_error"]
+    assert lc["glm"] == "length_controlled_minimal"  # one model: no instruction difficulties to fit
+    # noiseless preferences from the GLM's own form: the rate at equal length is sigmoid(-0.3)
+    assert lc["win_rate"] == pytest.approx(sigmoid(-0.3), abs=0.005)
+    assert lc["coefficients"]["tanh(std_delta_len)"] == pytest.approx(-1.2, abs=0.02)
+    assert summary["win_rate"] > 0.6 > lc["win_rate"]
 
 
-def test_fractional_ties_fit_like_duplicated_rows():
-    """A tie target of 0.5 equals duplicating every row: a tie becomes one win and one loss."""
-    rng = np.random.default_rng(1)
-    x = rng.normal(0, 1, 400)
-    y = rng.choice([0.0, 0.5, 1.0], size=x.size)
-    fractional = logistic_fit(x, y)
-    first = np.where(y == 0.0, 0.0, 1.0)  # win, or the winning half of a tie
-    second = np.where(y == 1.0, 1.0, 0.0)  # win, or the losing half of a tie
-    duplicated = logistic_fit(np.concatenate([x, x]), np.concatenate([first, second]))
-    assert fractional.intercept == pytest.approx(duplicated.intercept, abs=1e-8)
-    assert fractional.slope == pytest.approx(duplicated.slope, abs=1e-8)
-
-
-def test_length_controlled_rate_recovers_the_win_rate_at_equal_length():
-    rng = np.random.default_rng(2)
-    d = rng.normal(20, 40, 20000)  # policy answers are 20 tokens longer on average
-    sd = d.std(ddof=1)
-    truth = 0.4  # the intercept: log-odds of winning at equal length
-    y = (rng.random(d.size) < sigmoid(truth + 0.8 * d / sd)).astype(float)
-    lc = length_controlled_win_rate(y, d)
-    assert lc["converged"]
-    assert lc["intercept"] == pytest.approx(truth, abs=0.06)
-    assert lc["win_rate"] == pytest.approx(sigmoid(truth), abs=0.015)
-    assert lc["slope_per_sd"] == pytest.approx(0.8, abs=0.06)
-    assert lc["win_rate"] == pytest.approx(sigmoid(lc["intercept"]))
-    assert lc["stderr"] == pytest.approx(lc["win_rate"] * (1 - lc["win_rate"]) *
-                                         logistic_fit(d / sd, y).intercept_stderr)
-
-
-def test_wins_explained_by_length_give_a_length_controlled_rate_near_one_half():
-    rng = np.random.default_rng(3)
-    d = rng.normal(30, 20, 20000)  # the policy is usually longer...
-    y = (rng.random(d.size) < sigmoid(3.0 * d / 20)).astype(float)  # ...and wins only through length
-    summary = win_rate_summary(y, d)
-    assert summary["win_rate"] > 0.8
-    assert summary["length_controlled"]["win_rate"] == pytest.approx(0.5, abs=0.03)
-
-
-def test_ties_count_half_and_degenerate_length_differences():
+def test_ties_count_half():
     outcomes = outcomes_from_differences([0.3, 0.0, -0.2, 0.05, -0.05], tie_tolerance=0.1)
     assert outcomes.tolist() == [1.0, 0.5, 0.0, 0.5, 0.5]
-    all_ties = length_controlled_win_rate([0.5] * 10, np.arange(10) - 3)
-    assert all_ties["win_rate"] == pytest.approx(0.5, abs=1e-9)
-    # every difference zero: nothing to control for, the raw rate
-    same = length_controlled_win_rate([1, 0, 1, 1], [0, 0, 0, 0])
-    assert same["win_rate"] == 0.75
-    # every difference the same non-zero value: intercept and length cannot be told apart
-    assert length_controlled_win_rate([1, 0, 1], [5, 5, 5])["win_rate"] is None
-
-
-def test_perfect_separation_is_reported_not_hidden():
-    d = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0])
-    y = (d > 0).astype(float)
-    lc = length_controlled_win_rate(y, d)
-    assert not lc["converged"] and "separated" in lc["reason"]
 
 
 def test_mean_and_stderr():

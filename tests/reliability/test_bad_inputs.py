@@ -21,6 +21,8 @@ from conftest import write_pairs
 from reliability_helpers import cli_main, other_tokenizer, report, run_cli, save_tiny_model, write_jsonl
 
 ROW = {"prompt": "Say something nice.", "chosen": "You are wonderful.", "rejected": "Go away."}
+ANNOTATION = {"instruction": "Say something nice.", "output_1": "You are wonderful.", "output_2": "Go away.",
+              "generator_1": "reference", "generator_2": "model", "preference": 1.2}
 COUNTS = {"tried": 0, "passed": 0}
 
 
@@ -311,6 +313,24 @@ CASES = [
     ("eval with an unknown judge type", ["eval", "generate", "--prompts", "{tmp}/p.txt", "--model", "{tiny}",
                                          "judge.type=oracle"], {"p.txt": "hi\n"},
      "judge.type must be one of reward_model, local_llm, http, callable, got 'oracle'"),
+    ("win rates without files", ["eval", "winrate"], {}, "no annotation files: tokensift eval winrate FILE"),
+    ("win rates from a missing file", ["eval", "winrate", "{tmp}/nope.json"], {}, "{tmp}/nope.json: no such file"),
+    ("win rates from an empty file", ["eval", "winrate", "{tmp}/e.jsonl"], {"e.jsonl": ""}, "{tmp}/e.jsonl: no rows"),
+    ("win rates from preference pairs", ["eval", "winrate", "{tmp}/data.jsonl"], GOOD,
+     "{tmp}/data.jsonl: unknown format (first row's keys: chosen, prompt, rejected); expected AlpacaEval annotations"),
+    ("win rates with a missing preference", ["eval", "winrate", "{tmp}/a.json"], {"a.json": json.dumps([ANNOTATION, {
+        **ANNOTATION, "preference": None}])}, "{tmp}/a.json, row 1, field 'preference': missing preference"),
+    ("win rates with a preference out of range", ["eval", "winrate", "{tmp}/a.json"],
+     {"a.json": json.dumps([{**ANNOTATION, "preference": 3}])}, "{tmp}/a.json, row 0, field 'preference': must lie in [1, 2]"),
+    ("win rates with a text preference", ["eval", "winrate", "{tmp}/a.json"],
+     {"a.json": json.dumps([{**ANNOTATION, "preference": "b"}])}, "field 'preference': expected a number, got 'b'"),
+    ("annotation without output_1", ["eval", "winrate", "{tmp}/a.json"],
+     {"a.json": json.dumps([{k: v for k, v in ANNOTATION.items() if k != "output_1"}])},
+     "{tmp}/a.json, row 0, field 'output_1': missing"),
+    ("compare with one run", ["eval", "compare", "{tmp}/a.json"], {"a.json": json.dumps([ANNOTATION])},
+     "eval compare needs at least two runs, got 1"),
+    ("compare with zero bootstrap draws", ["eval", "compare", "{tmp}/a.json", "{tmp}/a.json", "bootstrap_samples=0"],
+     {"a.json": json.dumps([ANNOTATION])}, "bootstrap_samples must be at least 1, got 0"),
 ]
 
 

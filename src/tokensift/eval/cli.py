@@ -1,4 +1,5 @@
-"""The `tokensift eval` stage: `eval pairs` (preference accuracy) and `eval generate` (judged answers, KL).
+"""The `tokensift eval` stage: `eval pairs` (preference accuracy), `eval generate` (judged answers, KL), `eval
+winrate` (AlpacaEval-style win rates from judged annotations) and `eval compare` (paired differences of runs).
 
 `tokensift.cli` calls `add_eval_parser(subparsers)`; options come from the config dataclasses, exactly as
 for every other stage (defaults < --config YAML < --options < key=value).
@@ -11,49 +12,115 @@ import argparse
 SKIP = ("config", "overrides", "command", "eval_command", "func", "verbose")
 
 
+def _run(args, cls, evaluate, summary, action: str, positional: str | None = None, check=None):
+    """Config from the command line (plain arguments into the list field `positional`), `check(config)` before the
+    work, `evaluate(config)`, the JSON written, `summary(result, config)` and the JSON's path printed.
+    Returns (config, result, path of the JSON, what `check` returned)."""
+    from tokensift.config import config_from_args, split_positional
+    from tokensift.eval.report import default_output, write_results
+
+    if positional:
+        split_positional(args, positional)
+    config = config_from_args(cls, args, skip=SKIP)
+    extra = check(config) if check else None
+    result = evaluate(config)
+    path = write_results(result, config, config.output or default_output(action))
+    print(summary(result, config))
+    print(f"\nresults: {path}")
+    return config, result, path, extra
+
+
 def cmd_pairs(args) -> int:
-    from tokensift.config import config_from_args
     from tokensift.eval.config import PairsEvalConfig
     from tokensift.eval.preference import evaluate_preferences
-    from tokensift.eval.report import default_output, pairs_summary, write_results
+    from tokensift.eval.report import pairs_summary
 
-    config = config_from_args(PairsEvalConfig, args, skip=SKIP)
-    result = evaluate_preferences(config)
-    path = write_results(result, config, config.output or default_output("pairs"))
-    print(pairs_summary(result, config.beta))
-    print(f"\nresults: {path}")
+    _run(args, PairsEvalConfig, evaluate_preferences, lambda r, c: pairs_summary(r, c.beta), "pairs")
     return 0
 
 
 def cmd_generate(args) -> int:
-    from tokensift.config import config_from_args
     from tokensift.eval.config import GenerateEvalConfig
     from tokensift.eval.generation import evaluate_generation
-    from tokensift.eval.report import default_output, generation_summary, write_results
+    from tokensift.eval.report import generation_summary
 
-    config = config_from_args(GenerateEvalConfig, args, skip=SKIP)
-    result = evaluate_generation(config)
-    path = write_results(result, config, config.output or default_output("generate"))
-    print(generation_summary(result))
-    print(f"\nresults: {path}")
+    _run(args, GenerateEvalConfig, evaluate_generation, lambda r, c: generation_summary(r), "generate")
+    return 0
+
+
+def cmd_winrate(args) -> int:
+    from tokensift.eval.config import WinrateConfig
+    from tokensift.eval.leaderboard import evaluate_winrates, winrate_table
+
+    _run(args, WinrateConfig, evaluate_winrates, lambda r, c: winrate_table(r), "winrate", "files")
+    return 0
+
+
+def _plot_target(config) -> tuple[str | None, str | None]:
+    """(where the plot goes: a path, "auto" or None; a note to print), checked before the bootstrap runs."""
+    from tokensift.errors import UserError
+
+    plot = None if config.plot.lower() in ("none", "false", "") else config.plot
+    if plot is None:
+        return None, None
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if plot != "auto":
+            raise UserError("plot= needs matplotlib: pip install 'tokensift[plots]' (or plot=none)") from None
+        return None, "no plot: matplotlib is not installed (pip install 'tokensift[plots]')"
+    return plot, None
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from tokensift.errors import UserError
+    from tokensift.eval.compare import evaluate_comparison, markdown_table, plot_differences
+    from tokensift.eval.config import CompareConfig
+
+    def summary(result, config):
+        text = markdown_table(result)
+        if config.markdown:
+            try:
+                Path(config.markdown).write_text(text + "\n", encoding="utf-8")
+            except OSError as exc:
+                raise UserError(f"cannot write the Markdown table to {config.markdown}: {exc.strerror}") from None
+        return text
+
+    _, result, path, (plot, note) = _run(args, CompareConfig, evaluate_comparison, summary, "compare", "runs",
+                                         _plot_target)
+    if note:
+        print(f"note: {note}")
+    if plot is not None:
+        plot = str(path.with_suffix(".png")) if plot == "auto" else plot
+        plot_differences(result, plot)
+        print(f"plot: {plot}")
     return 0
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     """Register `eval` with its actions on the stage subparsers of `tokensift`; returns the `eval` parser."""
     from tokensift.config import add_config_options
-    from tokensift.eval.config import GenerateEvalConfig, PairsEvalConfig
+    from tokensift.eval.config import CompareConfig, GenerateEvalConfig, PairsEvalConfig, WinrateConfig
 
-    text = "Evaluate a model: preference accuracy on held-out pairs, judged win rates of sampled answers, KL."
+    text = ("Evaluate a model: preference accuracy on held-out pairs, judged win rates of sampled answers, KL, "
+            "AlpacaEval-style raw and length-controlled win rates, paired comparisons of runs.")
     parser = subparsers.add_parser("eval", help=text, description=text)
     actions = parser.add_subparsers(dest="eval_command", required=True, metavar="ACTION")
-    for name, func, cls, help_text in (
-        ("pairs", cmd_pairs, PairsEvalConfig,
+    for name, func, cls, positional, help_text in (
+        ("pairs", cmd_pairs, PairsEvalConfig, None,
          "Preference accuracy and margins (DPO implicit reward, mean log-prob) on pairs, with a length breakdown."),
-        ("generate", cmd_generate, GenerateEvalConfig,
+        ("generate", cmd_generate, GenerateEvalConfig, None,
          "Sample answers to prompts; judge scores, win rates (raw and length-controlled), lengths, KL to a reference."),
+        ("winrate", cmd_winrate, WinrateConfig, "FILE",
+         "Raw and length-controlled (AlpacaEval 2 GLM) win rates with standard errors from judged annotations: "
+         "AlpacaEval annotations, eval generate results, model-matrix files."),
+        ("compare", cmd_compare, CompareConfig, "RUN",
+         "Differences between runs on the same prompts (win rate, LC win rate, judge score, length) with paired "
+         "bootstrap intervals over prompts; Markdown, JSON and a plot."),
     ):
         action = actions.add_parser(name, help=help_text, description=help_text)
-        add_config_options(action, cls)
+        add_config_options(action, cls, positional=positional)
         action.set_defaults(func=func)
     return parser

@@ -105,3 +105,54 @@ class GenerateEvalConfig(RunArgs, PromptArgs):
         if self.judge is not None and JUDGES[self.judge["type"]].pairwise and not (self.reference_column or self.opponent):
             raise UserError(f"a {self.judge['type']} judge only compares two answers: set reference_column "
                             "(reference answers) or opponent (another model) for it to compare against")
+
+
+@dataclass
+class GLMArgs:
+    """How `eval winrate` and `eval compare` read judged annotations and set up the length-controlled GLM."""
+
+    difficulties: str | None = option(None, "Published instruction difficulties: rows of instruction and instruction_difficulty, or AlpacaEval's instruction_difficulty.csv (by position) with instructions=. None: fitted across the models compared against the same baseline (docs/eval.md).")
+    instructions: str | None = option(None, "For AlpacaEval's files that give difficulties by position (instruction_difficulty.csv, df_gamed.csv): a file whose rows list AlpacaEval's 805 instructions in order (an `instruction` field), e.g. any 805-row results file of tatsu-lab/alpaca_eval.")
+    gamed: list[str] = option([], "Comma list: annotations of the baseline prompted to be verbose and concise (AlpacaEval's gpt4_1106_preview_verbose and _concise), or AlpacaEval's df_gamed.csv (with instructions=, its difficulties are used too, as AlpacaEval does). They regularise the GLM towards the baseline (length_controlled_v1); none: no regularisation (length_controlled_noreg).")
+    regularize_lambda: float = option(0.2, "Weight of the gamed-baseline rows relative to a model's own rows, shared among the gamed generators (AlpacaEval: 0.2).")
+    skip_missing: bool = option(False, "Leave out rows without a preference (counted in the results) instead of stopping with an error.")
+    baseline: str | None = option(None, "Only comparisons against this baseline (generator_1, the reference), when the files hold several.")
+
+    def validate_glm(self) -> None:
+        if not 0 <= self.regularize_lambda:
+            raise UserError(f"regularize_lambda must be 0 or more, got {self.regularize_lambda}")
+        if self.instructions and not (self.difficulties or self.gamed):
+            raise UserError("instructions= maps published difficulties by position: set difficulties= (AlpacaEval's "
+                            "instruction_difficulty.csv) or gamed= (its df_gamed.csv) too")
+
+
+@dataclass
+class WinrateConfig(GLMArgs):
+    files: list[str] = option([], "Judged annotation files (also as positional FILE arguments): AlpacaEval annotations, `eval generate` results, model-matrix files. Rows of one model against one baseline are pooled across files.")
+    output: str = option("", "JSON file for the table, config and versions (default: eval-winrate.json).")
+
+    def validate(self) -> None:
+        self.validate_glm()
+        if not self.files:
+            raise UserError("no annotation files: tokensift eval winrate FILE [FILE ...]")
+
+
+@dataclass
+class CompareConfig(GLMArgs):
+    runs: list[str] = option([], "Runs (also as positional RUN arguments), the first is the one the others are compared with. A run is a file, or a comma list of files pooled as one run (seeds); FILE#MODEL picks one model of a file that holds several.")
+    bootstrap_samples: int = option(2000, "Bootstrap draws of prompts. Time grows linearly (each draw refits every run's LC GLM).")
+    seed: int = option(0, "Seed of the bootstrap draws (the same seed gives the same intervals).")
+    confidence: float = option(0.95, "Level of the percentile intervals.")
+    output: str = option("", "JSON file for the comparison, config and versions (default: eval-compare.json).")
+    markdown: str = option("", "Also write the printed Markdown table to this file.")
+    plot: str = option("auto", "PNG of the differences with their intervals: a path, auto (beside the JSON output, skipped with a note when matplotlib is not installed) or none.")
+
+    def validate(self) -> None:
+        self.validate_glm()
+        if len(self.runs) < 2:
+            raise UserError(f"eval compare needs at least two runs, got {len(self.runs)}: tokensift eval compare "
+                            "RUN_A RUN_B [...]")
+        if self.bootstrap_samples < 1:
+            raise UserError(f"bootstrap_samples must be at least 1, got {self.bootstrap_samples}")
+        if not 0 < self.confidence < 1:
+            raise UserError(f"confidence must lie in (0, 1), got {self.confidence}")

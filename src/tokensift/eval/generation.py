@@ -109,7 +109,7 @@ def evaluate_generation(config: GenerateEvalConfig) -> dict:
     if config.judge is not None:
         judge = build_judge(dict(config.judge))
         judged = judge_answers(judge, prompt_set.prompts, answers, prompt_set.references, opponent_answers,
-                               count_tokens, config.tie_tolerance, config.progress)
+                               config.tie_tolerance, config.progress)
         metrics["judge"] = {k: v for k, v in judged.items() if k != "items"}
     if metrics["answers_cut_at_max_new_tokens"]:
         notes.append(f"{metrics['answers_cut_at_max_new_tokens']} of {len(samples)} policy answers were cut at "

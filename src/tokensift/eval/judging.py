@@ -4,12 +4,12 @@ Any judge from tokensift.judges works. Scoring judges (reward model, Python func
 a comparison is then the sign of the score difference, exactly what their `compare` (sigmoid of the
 difference) decides at 0.5, without scoring the same answer again for every opponent. Pairwise judges (local
 LLM, HTTP) are asked `compare_many(prompt, policy answer, other answer)`; their own both-orders averaging
-cancels position bias. Either way an item is a win (1), a tie (0.5) or a loss (0), see stats.py.
+cancels position bias. Either way an item is a win (1), a tie (0.5) or a loss (0), see stats.py; the
+length-controlled rate is fitted on pairwise judges' continuous p_first (on the outcomes for scoring judges),
+with lengths in characters, as AlpacaEval does.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -51,13 +51,12 @@ def compare_texts(judge, items: list[tuple[list[dict], str, str]], desc: str | N
 
 
 def judge_answers(judge, prompts: list[list[dict]], answers: list[list[str]], references: list[str] | None = None,
-                  opponent_answers: list[list[str]] | None = None, count_tokens: Callable[[str], int] = len,
-                  tie_tolerance: float = 0.0, progress: bool = False) -> dict:
+                  opponent_answers: list[list[str]] | None = None, tie_tolerance: float = 0.0,
+                  progress: bool = False) -> dict:
     """Scores and win rates of `answers[i][j]` (sample j for prompt i).
 
     references:        one reference answer per prompt; every sample of prompt i is compared with it.
     opponent_answers:  another model's answers, same shape; sample j meets the opponent's sample j.
-    count_tokens:      length measure for the length-controlled win rate (default: characters).
     Returns {"judge", "kind", "mean_score" (scoring judges), "vs_reference", "vs_opponent", "items"}; each win
     rate block holds the raw rate, its standard error, counts and the length-controlled rate.
     """
@@ -73,13 +72,14 @@ def judge_answers(judge, prompts: list[list[dict]], answers: list[list[str]], re
         sides["vs_opponent"] = [opponent_answers[i][j] for i, j in items]
     scoring = is_scoring_judge(judge)
     result = {"judge": judge.name, "kind": "scoring" if scoring else "pairwise", "items": {}}
-    lengths = np.array([count_tokens(t) for t in texts], dtype=np.float64)
+    lengths = np.array([len(t) for t in texts], dtype=np.float64)
+    prompt_of = [i for i, _ in items]
     if scoring:
         mine = score_texts(judge, list(zip(item_prompts, texts)), "judging policy answers" if progress else None)
         result["mean_score"] = {"policy": mean_and_stderr(mine)}
         result["items"]["policy_score"] = mine.tolist()
     for name, others in sides.items():
-        other_lengths = np.array([count_tokens(t) for t in others], dtype=np.float64)
+        other_lengths = np.array([len(t) for t in others], dtype=np.float64)
         desc = f"judging {name.replace('_', ' ')}" if progress else None
         if scoring:
             theirs = _score_others(judge, name, prompts, references, item_prompts, others, items, desc)
@@ -88,11 +88,11 @@ def judge_answers(judge, prompts: list[list[dict]], answers: list[list[str]], re
                                                          _per_prompt(theirs, items))
             result["items"][f"{side}_score"] = theirs.tolist()
             outcomes = outcomes_from_differences(mine - theirs, tie_tolerance)
-            summary = win_rate_summary(outcomes, lengths - other_lengths)
+            summary = win_rate_summary(outcomes, outcomes, lengths, other_lengths, prompt_of)
         else:
             p_first = compare_texts(judge, list(zip(item_prompts, texts, others)), desc)
             outcomes = outcomes_from_differences(p_first - 0.5, tie_tolerance)
-            summary = win_rate_summary(outcomes, lengths - other_lengths)
+            summary = win_rate_summary(outcomes, p_first, lengths, other_lengths, prompt_of)
             summary["mean_p_first"] = float(p_first.mean())
             result["items"][f"{name}_p_first"] = p_first.tolist()
         result[name] = summary

@@ -108,7 +108,8 @@ def generation_summary(result: dict) -> str:
             if key in judge:
                 w = judge[key]
                 lc = w["length_controlled"]
-                lc_text = with_error(lc.get("win_rate"), lc.get("stderr")) + (f" ({lc['reason']})" if lc.get("reason") else "")
+                lc_text = with_error(lc.get("win_rate"), lc.get("stderr")) + (f" ({lc['reason']})" if lc.get("reason")
+                                                                               else f" (AlpacaEval GLM {lc['glm']})")
                 lines.append(f"win rate {key.replace('_', ' ')} answers: {with_error(w['win_rate'], w['stderr'])} "
                              f"(wins/ties/losses {w['wins']}/{w['ties']}/{w['losses']}); length-controlled {lc_text}")
     if "kl" in metrics:

@@ -1,0 +1,83 @@
+"""Instruction difficulties for the length-controlled GLM (eval/winrate.py) when no published ones are given.
+
+AlpacaEval fitted its published difficulties (GPT-4-Turbo judge, baseline gpt4_1106_preview) once, jointly over
+the leaderboard's models (its notebook `instruction_difficulty.ipynb`): every model gets its own bias and length
+slope, every instruction its own term, and the instruction terms become the difficulties. We fit the same model
+across the models being compared against one baseline:
+
+    logit P(model m beats the baseline on instruction i) = a_m + b_m * tanh(std_delta_len) + d_i
+
+on the judge's continuous preferences (every row weight 1), with a ridge (a standard-normal prior, RIDGE) on
+the d_i, which pins down the level that a_m + d_i leaves free and keeps instructions that every model loses from
+running off to minus infinity; AlpacaEval used an L1 penalty chosen by cross-validation. Only the pattern of the
+d_i matters downstream: the per-model GLM multiplies them by a fitted coefficient and has its own model term.
+With one model the d_i would absorb that model's own preferences, so at least two are needed (else the GLM runs
+without the difficulty term, see winrate.length_controlled).
+
+Solved by Newton's method with step halving on the exact Hessian (models x 2 + instructions parameters).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tokensift.eval.winrate import Judged, sigmoid, standardised_length_difference
+
+RIDGE = 1.0
+MODEL_RIDGE = 1e-6  # keeps the Hessian invertible when a model's length term is constant
+
+
+def _objective(eta: np.ndarray, target: np.ndarray, theta: np.ndarray, ridges: np.ndarray) -> float:
+    return float(np.sum(np.logaddexp(0.0, eta) - target * eta) + 0.5 * np.sum(ridges * theta * theta))
+
+
+def fit_difficulties(judged: list[Judged], ridge: float = RIDGE, tolerance: float = 1e-9,
+                     max_iterations: int = 100) -> dict[str, float]:
+    """Difficulty d_i of every instruction that any of the models answered (keyed by the prompt), from the joint
+    fit above. Models judged against themselves are left out (they say nothing about difficulty)."""
+    models = [j for j in judged if j.model != j.baseline and len(j)]
+    if len(models) < 2:
+        raise ValueError("fitting instruction difficulties needs at least two models")
+    instructions: dict[str, int] = {}
+    model_index, slope_x, instruction_index, targets = [], [], [], []
+    for m, j in enumerate(models):
+        std = standardised_length_difference(j.model_length, j.baseline_length)
+        slope_x.append(np.tanh(std) if std is not None else np.zeros(len(j)))
+        model_index.append(np.full(len(j), m))
+        instruction_index.append(np.array([instructions.setdefault(p, len(instructions)) for p in j.prompts]))
+        targets.append(np.asarray(j.preference, dtype=np.float64))
+    mi, x, ii, target = (np.concatenate(a) for a in (model_index, slope_x, instruction_index, targets))
+    n_models, n_instr = len(models), len(instructions)
+    a_of, b_of, d_of = mi, n_models + mi, 2 * n_models + ii  # parameter index of each row's three terms
+    size = 2 * n_models + n_instr
+    ridges = np.concatenate([np.full(2 * n_models, MODEL_RIDGE), np.full(n_instr, ridge)])
+    theta = np.zeros(size)
+
+    def linear(t: np.ndarray) -> np.ndarray:
+        return t[a_of] + t[b_of] * x + t[d_of]
+
+    current = _objective(linear(theta), target, theta, ridges)
+    for _ in range(max_iterations):
+        q = sigmoid(linear(theta))
+        residual, curvature = q - target, q * (1 - q)
+        gradient = ridges * theta
+        for where, factor in ((a_of, 1.0), (b_of, x), (d_of, 1.0)):
+            np.add.at(gradient, where, residual * factor)
+        hessian = np.diag(ridges)
+        # every pair of the row's three terms: d eta / d theta_u * d eta / d theta_v * q (1 - q)
+        terms = ((a_of, 1.0), (b_of, x), (d_of, 1.0))
+        for u, fu in terms:
+            for v, fv in terms:
+                np.add.at(hessian, (u, v), curvature * fu * fv)
+        step = np.linalg.solve(hessian, -gradient)
+        scale = 1.0
+        while scale > 1e-10:
+            candidate = _objective(linear(theta + scale * step), target, theta + scale * step, ridges)
+            if candidate <= current + 1e-12:
+                break
+            scale /= 2
+        theta, current = theta + scale * step, candidate
+        if np.max(np.abs(scale * step)) < tolerance:
+            break
+    values = theta[2 * n_models:]
+    return {prompt: float(values[k]) for prompt, k in instructions.items()}
