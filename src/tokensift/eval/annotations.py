@@ -38,7 +38,8 @@ def prompt_key(prompt) -> str:
     """The instruction text for a string or a single user message, else the messages as JSON."""
     if isinstance(prompt, str):
         return prompt
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict) and prompt[0].get("role") == "user":
+    single = isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], dict)
+    if single and prompt[0].get("role") == "user":
         return str(prompt[0].get("content", ""))
     return json.dumps(prompt, ensure_ascii=False, sort_keys=True)
 
@@ -109,7 +110,8 @@ def _annotations(path: str, rows: list[dict], skip_missing: bool, into: _Collect
     for row, record in enumerate(rows):
         missing = [f for f in ANNOTATION_FIELDS if f not in record]
         if missing:
-            raise DataError(path, row, missing[0], f"missing; an AlpacaEval annotation has {', '.join(ANNOTATION_FIELDS)}")
+            raise DataError(path, row, missing[0],
+                            f"missing; an AlpacaEval annotation has {', '.join(ANNOTATION_FIELDS)}")
         value = _number(record["preference"], path, row, "preference", skip_missing)
         if value is None:
             dropped += 1
@@ -243,8 +245,8 @@ def _difficulty_rows(path: str) -> list[dict]:
 def _instructions_at(path: str, positions: list[int], instructions: str | None) -> list[str]:
     """The instruction texts at AlpacaEval positions, from `instructions`: rows listing its instructions in order."""
     if not instructions:
-        raise UserError(f"{path}: holds AlpacaEval positions, not instruction texts: set instructions=FILE (rows with an "
-                        "`instruction` field in AlpacaEval's order, e.g. its eval set or any 805-row results file)")
+        raise UserError(f"{path}: holds AlpacaEval positions, not instruction texts: set instructions=FILE (rows with "
+                        "an `instruction` field in AlpacaEval's order, e.g. its eval set or any 805-row results file)")
     order = [prompt_key(r.get("instruction")) for r in _rows(instructions)]
     if max(positions) >= len(order):
         raise UserError(f"{path}: position {max(positions)} is beyond the {len(order)} instructions of {instructions}")

@@ -97,13 +97,14 @@ def read_models(config, files: list[str]) -> tuple[list[Judged], dict]:
 
 
 def read_glm_extras(config) -> tuple[dict | None, tuple]:
-    """Published difficulties (or None) and the gamed rows of the config."""
+    """Published difficulties (or None), and (published gamed rows or None, gamed annotations) of the config."""
     published = read_difficulties(config.difficulties, config.instructions) if config.difficulties else None
-    gamed_rows_, gamed_difficulty, gamed_judged = (read_gamed(config.gamed, config.regularize_lambda,
-                                                              config.instructions) if config.gamed else (None, None, []))
-    if published is None and gamed_difficulty is not None:  # AlpacaEval's LC reads them from df_gamed.csv
-        published = gamed_difficulty
-    return published, (gamed_rows_, gamed_judged)
+    ready, from_file, annotations = None, None, []
+    if config.gamed:
+        ready, from_file, annotations = read_gamed(config.gamed, config.regularize_lambda, config.instructions)
+    if published is None and from_file is not None:  # AlpacaEval's LC reads them from df_gamed.csv
+        published = from_file
+    return published, (ready, annotations)
 
 
 def by_baseline(judged: list[Judged]) -> dict[str, list[Judged]]:

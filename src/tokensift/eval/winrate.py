@@ -312,7 +312,8 @@ def length_controlled(judged: Judged, difficulty: dict[str, float] | None = None
             "gamed_rows": 0 if gamed is None else int(len(gamed.preference))}
 
 
-def gamed_rows(gamed: list[Judged], difficulty: dict[str, float], lam: float = LAMBDA) -> tuple[GamedRows, int]:
+def gamed_rows(gamed: list[Judged], difficulty: dict[str, float],
+               lam: float = LAMBDA) -> tuple[GamedRows | None, int]:
     """The gamed baselines' annotations as training rows (lengths standardised per gamed generator); rows whose
     instruction has no difficulty are left out and counted."""
     pref, sdl, diff, names, left_out = [], [], [], [], 0

@@ -75,7 +75,8 @@ class PairwiseQuestion:
         if self.bare_instruction and len(prompt) == 1 and prompt[0].get("role") == "user":
             conversation = str(prompt[0]["content"])
         user = self.user.format(conversation=conversation, response_a=response_a, response_b=response_b)
-        return ([{"role": "system", "content": self.system}] if self.system else []) + [{"role": "user", "content": user}]
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return system + [{"role": "user", "content": user}]
 
 
 QUESTIONS = {
