@@ -158,4 +158,9 @@ def test_selector_settings_are_checked(tmp_path, model_dir):
         train_config(tmp_path, model_dir, data, loss="dpo", selector="randm")
     with pytest.raises(UserError, match="loss=dpo does not read k_chosen .*token-selection settings need a selector"):
         train_config(tmp_path, model_dir, data, loss="dpo", k_chosen=0.5)
+    with pytest.raises(UserError, match="selector=random does not read gap_quantile .*read by selector reference_gap"):
+        train_config(tmp_path, model_dir, data, loss="dpo", selector="random", gap_quantile=0.8)
+    with pytest.raises(UserError, match="selector=confidence does not read k_chosen"):
+        train_config(tmp_path, model_dir, data, loss="simpo", selector="confidence", k_chosen=0.5)
+    train_config(tmp_path, model_dir, data, loss="dpo", selector="reference_gap", gap_quantile=0.8)  # its own: fine
     assert set(SELECTORS) == {"oracle", "random", "confidence", "reference_gap", "soft"}

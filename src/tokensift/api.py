@@ -60,6 +60,14 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     return run(config, tokenizer=processing_class)
 
 
+def sweep(config=None, **settings):
+    """Train every combination of `grid` over the `base` TrainConfig (`SweepConfig`), e.g. k, sepo_gamma and
+    selector on stored scores; returns the table's rows (one dict per run) and writes sweep.md/csv/json."""
+    from tokensift.sweep import SweepConfig, run_sweep
+
+    return run_sweep(configure(SweepConfig, config, **settings))
+
+
 def train_oracle(config=None, *, train_dataset=None, **settings):
     """SePO's oracle: DPO from the reference on a random fraction of the data (`OracleConfig`); a TrainResult."""
     from tokensift.sepo.config import OracleConfig

@@ -17,6 +17,7 @@ Selectors: oracle (SePO), random (the control), confidence (ConfPO), reference_g
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tokensift.selection import selected_count
+from tokensift.selection import SelectionArgs, selected_count
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,29 @@ class SelectorSpec:
     output: str  # "mask" or "weights"
     summary: str
     paper: str
+    settings: tuple  # the TrainConfig settings it reads (any other selector setting must keep its default)
 
 
 SELECTORS: dict[str, SelectorSpec] = {}
 
 
-def selector(name: str, summary: str, paper: str, reads: tuple[str, ...] = (), output: str = "mask"):
-    """Declare the decorated class (or factory) as selector `name`."""
+SELECTION_ARGS = tuple(f.name for f in dataclasses.fields(SelectionArgs))  # what the oracle's strategies read
+
+
+def selector(name: str, summary: str, paper: str, reads: tuple[str, ...] = (), output: str = "mask",
+             settings: tuple[str, ...] = ()):
+    """Declare the decorated class (or factory) as selector `name`.
+
+    reads: what it reads besides the batch ("scores", "policy", "reference"); output: "mask" or "weights";
+    settings: the TrainConfig fields it reads (add new ones to TrainConfig with their help text).
+    """
 
     def declare(build):
         if name in SELECTORS:
             raise ValueError(f"selector '{name}' is declared twice")
-        SELECTORS[name] = SelectorSpec(name, build, frozenset(reads), output, summary, paper)
+        if output not in ("mask", "weights") or not set(reads) <= {"scores", "policy", "reference"}:
+            raise ValueError(f"selector '{name}': output is mask or weights; reads is scores, policy, reference")
+        SELECTORS[name] = SelectorSpec(name, build, frozenset(reads), output, summary, paper, tuple(settings))
         return build
 
     return declare
@@ -88,7 +100,7 @@ class Selector:
 
 
 @selector("oracle", "the oracle's key tokens: top-k of chosen, bottom-k of rejected by stored token reward",
-          "SePO, Yang et al. 2024 (arXiv 2408.13518)", reads=("scores",))
+          "SePO, Yang et al. 2024 (arXiv 2408.13518)", reads=("scores",), settings=SELECTION_ARGS)
 class OracleSelector(Selector):
     """SePO's selection: a Selection strategy (selection.py) on the stored scores, fitted on the training split."""
 
@@ -106,7 +118,8 @@ class OracleSelector(Selector):
 
 
 @selector("random", "k of each response's tokens drawn at random (seeded per pair): the control",
-          "the control SePO's claim needs (same k, same counts as the oracle's per_response)")
+          "the control SePO's claim needs (same k, same counts as the oracle's per_response)",
+          settings=("k_chosen", "k_rejected"))
 class RandomSelector(Selector):
     """floor(k * n) tokens of each response, uniformly at random, seeded by (seed, row, side): the same tokens
     every epoch and every run with the same seed."""
@@ -142,7 +155,8 @@ class ConfidenceSelector(Selector):
 
 
 @selector("reference_gap", "tokens where policy and reference differ most for the side (online, per-response "
-          "quantile)", "Selective-DPO, Dong et al. 2025 (arXiv 2507.07725)", reads=("policy", "reference"))
+          "quantile)", "Selective-DPO, Dong et al. 2025 (arXiv 2507.07725)", reads=("policy", "reference"),
+          settings=("gap_quantile",))
 class ReferenceGapSelector(Selector):
     """Selective-DPO's rule: score chosen tokens by log pi_ref - log pi_theta (the policy is behind the reference
     on a preferred token) and rejected tokens by log pi_theta - log pi_ref, and keep each response's tokens at or
@@ -165,7 +179,8 @@ class ReferenceGapSelector(Selector):
 
 
 @selector("soft", "weights from the oracle's token rewards: clip(exp(mu * reward), min, max), signed per side",
-          "TIS-DPO, Liu et al., ICLR 2025 (arXiv 2410.04350)", reads=("scores",), output="weights")
+          "TIS-DPO, Liu et al., ICLR 2025 (arXiv 2410.04350)", reads=("scores",), output="weights",
+          settings=("weight_scale", "weight_min", "weight_max"))
 class SoftWeightSelector(Selector):
     """TIS-DPO's importance weights with the oracle's token reward as the token's estimated reward:
     w_i = clip(exp(mu * s_i), min, max) on chosen tokens and clip(exp(-mu * s_i), min, max) on rejected ones, so a

@@ -15,9 +15,6 @@ from tokensift.selection import SelectionArgs
 from tokensift.selectors import SELECTORS
 
 PACKINGS = ("auto", "rows", "one_row", "pairs")
-SELECTOR_SETTINGS = ("gap_quantile", "weight_scale", "weight_min", "weight_max")
-SELECTION_SETTINGS = ("scores", "allow_projection", *(f.name for f in dataclasses.fields(SelectionArgs)),
-                      *SELECTOR_SETTINGS)
 LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
 
 
@@ -204,17 +201,22 @@ class TrainConfig(SelectionArgs, DataArgs):
 
     def check_unread_settings(self, spec: LossSpec) -> None:
         """A setting the loss does not read must keep its default: otherwise the user expects an effect it has not."""
-        selecting = self.active_selector != "none"
-        read = set(spec.params) | (set(SELECTION_SETTINGS) if selecting else set())
-        loss_settings = {name for other in LOSSES.values() for name in other.params} | set(SELECTION_SETTINGS)
+        selector = SELECTORS.get(self.active_selector)
+        selecting = {"scores", "allow_projection", *selector.settings} if selector else set()
+        read = set(spec.params) | selecting
+        selection_settings = {"scores", "allow_projection", *(n for s in SELECTORS.values() for n in s.settings)}
+        loss_settings = {name for other in LOSSES.values() for name in other.params} | selection_settings
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                     for f in dataclasses.fields(self)}
         for name in sorted(loss_settings - read):
             if getattr(self, name) != defaults[name]:
+                if name in selection_settings and selector:
+                    owners = ", ".join(s.name for s in SELECTORS.values() if name in s.settings)
+                    raise UserError(f"selector={selector.name} does not read {name} (it reads "
+                                    f"{', '.join(selector.settings) or 'no setting'}; {name} is read by selector "
+                                    f"{owners}); leave {name} unset{suggest(name, selecting)}")
                 reads = ", ".join(sorted(spec.params)) or "no loss setting"
-                if selecting:
-                    reads += f", and the token-selection settings {', '.join(SELECTION_SETTINGS)}"
-                elif name in SELECTION_SETTINGS:
+                if name in selection_settings:
                     reads += "; token-selection settings need a selector"
                 raise UserError(f"loss={self.loss} does not read {name} (it reads {reads}); leave {name} unset"
                                 f"{suggest(name, read)}")
