@@ -183,9 +183,10 @@ def tokensift_run(args, shape: str, data: str, loss: str = "dpo", checkpointing:
         scores = {p.row: (rng.randn(len(p.chosen_ids)), rng.randn(len(p.rejected_ids))) for p in pairs}
         selection = Selection("per_response", select_k, select_k)
 
-        def select(batch_pairs, batch):
-            return selection_masks(selection, [scores[p.row][0] for p in batch_pairs],
-                                   [scores[p.row][1] for p in batch_pairs], batch.response_mask.shape[1])
+        def select(batch):
+            rows = batch.rows.tolist()
+            return selection_masks(selection, [scores[r][0] for r in rows], [scores[r][1] for r in rows],
+                                   batch.response_mask.shape[1])
     config = TrainConfig(data="-", model=str(folder), output_dir=str(Path(args.work) / f"run-{shape}-{loss}"),
                          loss=loss, scores="-" if loss == "sepo" else None, batch_size=args.batch_size,
                          max_steps=args.steps + 1, dtype="bfloat16", attn_implementation=args.attention,

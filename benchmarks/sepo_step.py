@@ -51,9 +51,10 @@ def child(args) -> None:
     selection = Selection("per_response", args.k, args.k)
     select = None
     if loss == "sepo":
-        def select(batch_pairs, batch):
-            return selection_masks(selection, [scores[p.row][0] for p in batch_pairs],
-                                   [scores[p.row][1] for p in batch_pairs], batch.response_mask.shape[1])
+        def select(batch):
+            rows = batch.rows.tolist()
+            return selection_masks(selection, [scores[r][0] for r in rows], [scores[r][1] for r in rows],
+                                   batch.response_mask.shape[1])
     config = TrainConfig(data="-", model=args.model, output_dir=str(Path(args.out) / name), loss=loss,
                          scores="-" if loss == "sepo" else None, batch_size=args.batch_size, max_steps=args.steps + 1,
                          dtype=args.dtype, learning_rate=1e-6, progress=False, save_every=0,

@@ -13,6 +13,7 @@ from tokensift.errors import UserError
 from tokensift.judges import JUDGES, build_judge
 from tokensift.judges.base import ScoreJudge, register as register_judge
 from tokensift.selection import STRATEGIES, Selection, SelectionArgs, strategy
+from tokensift.selectors import SELECTORS, Selector, selector
 from tokensift.train.metrics import read_metrics
 
 
@@ -102,3 +103,34 @@ def test_a_new_selection_strategy_is_picked_up_by_training_and_show(tmp_path, mo
             SelectionArgs(selection="first_kk").validate_selection()
     finally:
         del STRATEGIES["first_k"]
+
+
+def test_a_new_selector_trains_with_any_pairwise_loss(tmp_path, model_dir):
+    import json
+
+    from tokensift.cli import main
+
+    @selector("first_two", "the first two tokens of every response", "a throwaway for the recipe",
+              settings=("k_chosen",))
+    class FirstTwo(Selector):
+        def __call__(self, batch, policy_logps=None):
+            return self._from_masks(batch, [np.arange(int(n)) < 2 for n in batch.response_mask.sum(dim=1)])
+
+    try:
+        data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+        losses_seen = {}
+        for selected in ("first_two", "none"):
+            out = tmp_path / selected
+            assert main(["train", "--data", str(data), "--model", str(model_dir), "--output-dir", str(out),
+                         "loss=dpo", f"selector={selected}", "max_steps=2", "batch_size=4", "learning_rate=1e-3",
+                         f"ref_cache_dir={tmp_path}/rc", "progress=false", "save_every=0"]) == 0
+            losses_seen[selected] = [r["loss"] for r in read_metrics(out / "metrics.jsonl")]
+        card = json.loads((tmp_path / "first_two" / "final" / "run_card.json").read_text())
+        assert card["data"]["selector"] == "first_two" and card["config"]["selector"] == "first_two"
+        assert losses_seen["first_two"] != losses_seen["none"]  # the selection reached the loss
+        with pytest.raises(UserError, match="selector=first_two does not read k_rejected"):
+            train_config(tmp_path, model_dir, data, loss="dpo", selector="first_two", k_rejected=0.5)
+        with pytest.raises(UserError, match="unknown selector 'first_tw'.*did you mean 'first_two'"):
+            train_config(tmp_path, model_dir, data, loss="dpo", selector="first_tw")
+    finally:
+        del SELECTORS["first_two"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted([*ROOT.glob("experiments/*/run.py"), *ROOT.glob("benchmarks/*.py"), ROOT / "src/tokensift/demo.py"])
+SCRIPTS = sorted([*ROOT.glob("experiments/*/*.py"), *ROOT.glob("benchmarks/*.py"), ROOT / "src/tokensift/demo.py"])
 
 
 def tokensift_imports(path: Path) -> list[tuple[str, str | None]]:

@@ -1,18 +1,24 @@
-"""Controlled sentiment experiment (in the style of the DPO paper), one command end to end, ~1 hour on 2 cores.
+"""Controlled sentiment (in the style of the DPO paper): does choosing tokens matter? One command, resumable.
 
     python experiments/sentiment/run.py --out runs/sentiment          # then see docs/experiments/sentiment/
 
-1. 400 prompts written here (10 templates x 40 topics), split 320 train / 80 test.
+1. 400 prompts written here (10 templates x 40 topics), split 320 train / 80 test (never used in training).
 2. The default model samples 4 answers per train prompt; the gold reward is VADER sentiment (PyPI
    vaderSentiment, a real external scorer); the most and least positive answers form each pair.
-3. DPO, SimPO and SePO train from the same start with the same budget (same pairs, steps, batch, learning rate),
-   and SePO once more at a fifth of the learning rate (it has no reference to hold it near the start);
-   SePO's oracle is DPO on 30% of the pairs, and SePO trains on k = 0.3 of each response's tokens.
-4. Every 10 steps each method is evaluated on fresh samples for the test prompts: gold reward (mean VADER)
-   against KL(policy || start) (the Monte-Carlo estimate on the same samples): the reward-KL frontier.
-5. Key-token precision: the share of SePO's selected chosen tokens that fall on VADER-lexicon positive words,
-   against random selection of the same number of tokens.
-Every stage is resumable: rerunning skips what is done.
+3. Oracles (DPO from the start model, beta 0.1) on 10%, 30% and 100% of the pairs, 2 epochs each; every one, after
+   its first and its second epoch, scores all the pairs: how the oracle's key-token precision grows with data and
+   training. The 100%, 2-epoch oracle (the paper's recipe: all the target data) supplies the frontier's scores.
+4. Six methods from the same start, same pairs, batch and steps, each at three learning rates (a frontier is a
+   curve, and reference-free methods drift further per step): DPO, SimPO, SePO (oracle key tokens, k = 0.3),
+   random-k (SePO's loss on as many random tokens: the control), ConfPO-style (SimPO on the tokens below the
+   policy's mean probability) and selected-token DPO (DPO summed over the oracle's key tokens, policy and
+   reference alike).
+5. Every 10 steps each run is evaluated on fresh samples for the 80 test prompts: gold reward (mean VADER) and
+   KL(policy || start) (Monte-Carlo on the same samples). Each method's reward at KL = 1, 2 and 4 nats is read off
+   its runs by interpolation (tokensift.eval.frontier), with standard errors; SePO against random-k and DPO.
+6. Key-token precision of every selector: the share of the selected chosen tokens that lie on VADER-positive words,
+   over what random tokens in the same numbers would give.
+Every stage is resumable: rerunning skips what is done. About 4 hours on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -28,8 +33,26 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = {"dpo": ("DPO", "tab:blue"), "simpo": ("SimPO", "tab:orange"), "sepo": ("SePO (k=0.3)", "tab:red"),
-           "sepo-slow": ("SePO (k=0.3), lr / 5", "tab:purple")}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from precision import key_token_precision, oracle_precision, vader_scorer  # noqa: E402
+
+K = {"k_chosen": 0.3, "k_rejected": 0.3}
+REF_LRS, SEL_LRS, FREE_LRS = (1e-5, 2.5e-5, 5e-5), (2.5e-5, 5e-5, 1e-4), (1e-6, 2e-6, 4e-6)
+# name: (label, colour, settings, learning rates). Reference-free runs (SePO, random-k) move further per step, and
+# selected-token DPO's sums cover a third of the tokens (smaller rewards, smaller steps): each method's three
+# rates are chosen so that its runs span KL 0-4 in 40 steps. "scores" is the frontier oracle's (run.py fills it in).
+METHODS = {
+    "dpo": ("DPO", "tab:blue", {"loss": "dpo", "beta": 0.1}, REF_LRS),
+    "simpo": ("SimPO", "tab:orange", {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5}, REF_LRS),
+    "sepo": ("SePO (oracle, k=0.3)", "tab:red", {"loss": "sepo", "selector": "oracle", **K}, FREE_LRS),
+    "random": ("random-k (k=0.3)", "tab:gray", {"loss": "sepo", "selector": "random", **K}, FREE_LRS),
+    "confpo": ("ConfPO-style", "tab:green",
+               {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5, "selector": "confidence"}, REF_LRS),
+    "seldpo": ("selected-token DPO", "tab:purple", {"loss": "dpo", "beta": 0.1, "selector": "oracle", **K},
+               SEL_LRS),
+}
+ORACLE_FRACTIONS = (0.1, 0.3, 1.0)
+TARGET_KLS = (1.0, 2.0, 4.0)
 TEMPLATES = (
     "Describe your last visit to {} in one sentence.", "What do you think about {}? Answer in one sentence.",
     "Write a one-sentence review of {}.", "Tell a friend about {} in one sentence.",
@@ -52,13 +75,6 @@ def prompts_split(seed: int = 0):
     prompts = [t.format(topic) for t in TEMPLATES for topic in TOPICS]
     random.Random(seed).shuffle(prompts)
     return prompts[80:], prompts[:80]
-
-
-def vader_scorer():
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    analyzer = SentimentIntensityAnalyzer()
-    return analyzer, (lambda text: analyzer.polarity_scores(text)["compound"])
 
 
 def build_pairs(args, out: Path, tokenizer, model) -> Path:
@@ -89,57 +105,89 @@ def build_pairs(args, out: Path, tokenizer, model) -> Path:
     return path
 
 
-def train_methods(args, out: Path, pairs_path: Path) -> dict:
+def common(args, pairs: Path) -> dict:
+    return dict(data=str(pairs), model=args.model, batch_size=8, epochs=1.0, warmup_ratio=0.0, max_length=160,
+                max_prompt_length=96, save_every=args.eval_every, keep_checkpoints=100, seed=0, resume=True,
+                progress=False)
+
+
+def export_checkpoint(args, ckpt: Path, folder: Path) -> Path:
+    """A training checkpoint as a loadable model folder (the oracle after its first epoch)."""
+    from tokensift.models import load_tokenizer
+
+    if not (folder / "config.json").exists():
+        load_point(args, ckpt).save_pretrained(folder, safe_serialization=True)
+        load_tokenizer(args.model).save_pretrained(folder)
+    return folder
+
+
+def oracles_and_scores(args, out: Path, pairs: Path) -> dict[str, Path]:
+    """Oracles on each data fraction, scored after each epoch: {"f0.3-e1": scores folder, ...}."""
     from tokensift.config import build
+    from tokensift.models import load_tokenizer
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.oracle import train_oracle
     from tokensift.sepo.pipeline import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
-    from tokensift.train.config import TrainConfig
-    from tokensift.api import train_model as train
 
-    common = dict(data=str(pairs_path), model=args.model, learning_rate=args.lr, batch_size=8, epochs=1.0,
-                  warmup_ratio=0.0, max_length=160, max_prompt_length=96, save_every=args.eval_every,
-                  keep_checkpoints=100, seed=0, resume=True, progress=False)
-    seconds = {}
-    oracle = build(OracleConfig, {**common, "output_dir": str(out / "oracle"), "fraction": 0.3, "epochs": 2.0,
-                                  "beta": 0.1, "save_every": 0})
-    t0 = time.perf_counter()
-    if not training_done(oracle):
-        train_oracle(oracle)
-    score = build(ScoreConfig, {"data": str(pairs_path), "oracle": str(out / "oracle" / "final"),
-                                "reference": args.model, "output_dir": str(out / "scores"), "max_length": 160,
-                                "max_prompt_length": 96, "progress": False})
-    from tokensift.models import load_tokenizer
-
-    if not scores_complete(score.output_dir, score, load_tokenizer(score.oracle)):
-        score_tokens(score)
-    seconds["sepo_oracle_and_scoring"] = time.perf_counter() - t0
-    methods = {
-        "dpo": {"loss": "dpo", "beta": 0.1},
-        "simpo": {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5},
-        "sepo": {"loss": "sepo", "scores": str(out / "scores"), "k_chosen": 0.3, "k_rejected": 0.3,
-                 "sepo_gamma": args.sepo_gamma},
-    }
-    # SePO has no reference to hold it back: the same run at a smaller learning rate traces its frontier at
-    # the KL the baselines reach.
-    methods["sepo-slow"] = {**methods["sepo"], "learning_rate": args.sepo_slow_lr}
-    for name, extra in methods.items():
-        config = build(TrainConfig, {**common, **extra, "output_dir": str(out / name)})
-        t0 = time.perf_counter()
+    n_pairs = len(pairs.read_text().splitlines())
+    found = {}
+    for fraction in ORACLE_FRACTIONS:
+        name = f"oracle-f{fraction:g}"
+        per_epoch = -(-round(n_pairs * fraction) // 8)
+        config = build(OracleConfig, {**common(args, pairs), "output_dir": str(out / name), "fraction": fraction,
+                                      "epochs": 2.0, "beta": 0.1, "learning_rate": args.lr_oracle,
+                                      "save_every": per_epoch})
         if not training_done(config):
             print(f"[sentiment] training {name}")
-            train(config)
-        seconds[name] = time.perf_counter() - t0
-    return seconds
+            train_oracle(config)
+        for epoch, model in ((1, out / name / f"checkpoint-{per_epoch}"), (2, out / name / "final")):
+            if epoch == 1:
+                model = export_checkpoint(args, model, out / name / "epoch-1")
+            folder = out / f"scores-f{fraction:g}-e{epoch}"
+            score = build(ScoreConfig, {"data": str(pairs), "oracle": str(model), "reference": args.model,
+                                        "output_dir": str(folder), "max_length": 160, "max_prompt_length": 96,
+                                        "progress": False})
+            if not scores_complete(score.output_dir, score, load_tokenizer(score.oracle)):
+                score_tokens(score)
+            found[f"f{fraction:g}-e{epoch}"] = folder
+    return found
+
+
+def run_name(method: str, lr: float) -> str:
+    return f"{method}-lr{lr:g}"
+
+
+def train_methods(args, out: Path, pairs: Path, scores: Path) -> dict:
+    from tokensift.api import train_model
+    from tokensift.config import build
+    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.config import TrainConfig
+
+    runs = {}
+    for method, (_, _, settings, lrs) in METHODS.items():
+        for lr in lrs:
+            name = run_name(method, lr)
+            values = {**common(args, pairs), **settings, "learning_rate": lr, "output_dir": str(out / name)}
+            if settings.get("selector") == "oracle":
+                values["scores"] = str(scores)
+            if settings["loss"] == "sepo":
+                values["sepo_gamma"] = args.sepo_gamma
+            config = build(TrainConfig, values)
+            if not training_done(config):
+                print(f"[sentiment] training {name}")
+                train_model(config)
+            runs.setdefault(method, []).append(name)
+    return runs
 
 
 def checkpoints(out: Path, name: str) -> list[tuple[int, Path | None]]:
     folder = out / name
     points = [(0, None)]
-    for ckpt in sorted(folder.glob("checkpoint-*")):
-        points.append((int(ckpt.name.split("-")[1]), ckpt))
     card = json.loads((folder / "final" / "run_card.json").read_text())
+    for ckpt in sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        if int(ckpt.name.split("-")[1]) < card["steps"]:
+            points.append((int(ckpt.name.split("-")[1]), ckpt))
     points.append((card["steps"], folder / "final"))
     return points
 
@@ -149,109 +197,131 @@ def load_point(args, path: Path | None):
 
     from tokensift.models import load_model
 
-    if path is None or path.name == "final":
+    if path is None or (path / "config.json").exists():
         return load_model(args.model if path is None else str(path)).eval()
     model = load_model(args.model).eval()
     weights = {k.removeprefix("model."): v for k, v in load_file(str(path / "model.safetensors")).items()}
-    model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:
+        raise RuntimeError(f"{path}: checkpoint does not match the model ({unexpected[:3]} {missing[:3]})")
     return model
 
 
-def evaluate(args, out: Path, tokenizer, base) -> dict:
+def evaluate(args, out: Path, runs: dict, tokenizer, base) -> dict:
+    """Reward and KL of every checkpoint of every run on fresh samples for the held-out prompts."""
     from tokensift.eval.sampling import answer_logp_sums, kl_estimate
     from tokensift.generate import SamplingSettings, sample_answers
 
-    path = out / "frontier.json"
+    path = out / "evaluations.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     _, test = prompts_split()
     messages = [[{"role": "user", "content": p}] for p in test]
     _, score = vader_scorer()
-    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=80, seed=7)
-    for name in METHODS:
+    settings = SamplingSettings(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=120, seed=7)
+    names = [name for method in runs.values() for name in method]
+    for name in names:
         for step, ckpt in checkpoints(out, name):
-            key = f"{name}@{step}"
-            if key in results or (step == 0 and "start@0" in results):
+            key = "start@0" if step == 0 else f"{name}@{step}"
+            if key in results:
                 continue
             model = load_point(args, ckpt)
-            samples, _ = sample_answers(model, tokenizer, messages, args.eval_samples, settings, desc=key)
-            policy = answer_logp_sums(model, samples, 32, tokenizer.pad_token_id)
-            reference = answer_logp_sums(base, samples, 32, tokenizer.pad_token_id)
+            samples, _ = sample_answers(model, tokenizer, messages, args.eval_samples, settings)
+            policy = answer_logp_sums(model, samples, 64, tokenizer.pad_token_id)
+            reference = policy if step == 0 else answer_logp_sums(base, samples, 64, tokenizer.pad_token_id)
             rewards = np.array([score(s.text) for s in samples])
-            record = {"method": name if step else "start", "step": step, "reward": float(rewards.mean()),
-                      "reward_stderr": float(rewards.std(ddof=1) / np.sqrt(len(rewards))),
-                      **{f"kl_{k}": v for k, v in kl_estimate(policy, reference).items()},
-                      "mean_answer_tokens": float(np.mean([len(s.answer_ids) for s in samples]))}
-            results["start@0" if step == 0 else key] = record
+            results[key] = {"step": step, "reward": float(rewards.mean()),
+                            "reward_se": float(rewards.std(ddof=1) / np.sqrt(len(rewards))),
+                            **{f"kl_{k}": v for k, v in kl_estimate(policy, reference).items()},
+                            "mean_answer_tokens": float(np.mean([len(s.answer_ids) for s in samples]))}
             path.write_text(json.dumps(results, indent=2))
-            print(f"[sentiment] {key}: reward {record['reward']:+.3f}, KL {record['kl_kl']:.2f}")
+            print(f"[sentiment] {key}: reward {results[key]['reward']:+.3f}, KL {results[key]['kl_kl']:.2f}")
     return results
 
 
-def key_token_precision(args, out: Path, tokenizer) -> dict:
-    """Share of selected chosen tokens on VADER-positive words vs random selection of as many tokens."""
-    from tokensift.data.load import load_preferences
-    from tokensift.sepo.project import response_spans
-    from tokensift.sepo.score import load_scores
-    from tokensift.selection import Selection
+def trajectories(runs: dict, evaluations: dict) -> dict:
+    from tokensift.eval.frontier import Point
 
-    analyzer, _ = vader_scorer()
-    positive = {w for w, v in analyzer.lexicon.items() if v > 0}
-    _, records = load_scores(out / "scores")
-    examples = {ex.row: ex for ex in load_preferences(str(out / "pairs.jsonl")).examples}
-    selection = Selection("per_response", 0.3, 0.3)
-    rng = np.random.RandomState(0)
-    hit = picked = random_hit = expected = 0.0
-    for row, rec in records.items():
-        ex = examples[row]
-        spans_of = response_spans(tokenizer, ex.prompt, ex.chosen)
-        ids, spans = spans_of.ids, spans_of.chars
-        n = len(rec["chosen_ids"])
-        if list(ids[:n]) != list(rec["chosen_ids"]):
-            continue
-        words = [(m.start(), m.end()) for m in re.finditer(r"[A-Za-z']+", ex.chosen)
-                 if m.group().lower() in positive]
-        on_positive = np.array([any(a < we and b > ws for ws, we in words) for a, b in spans[:n]])
-        mask = selection.chosen(rec["chosen_scores"])
-        hit += on_positive[mask].sum()
-        picked += mask.sum()
-        random_hit += on_positive[rng.permutation(n)[: mask.sum()]].sum()
-        expected += on_positive.mean() * mask.sum()
-    return {"selected_tokens": int(picked), "precision_sepo": hit / picked, "precision_random_draw": random_hit / picked,
-            "precision_random_expected": expected / picked, "lift": (hit / picked) / (expected / picked)}
+    start = evaluations["start@0"]
+    out = {}
+    for method, names in runs.items():
+        out[method] = {}
+        for name in names:
+            points = [Point(0.0, start["reward"], start["reward_se"], 0)]
+            points += [Point(r["kl_kl"], r["reward"], r["reward_se"], r["step"])
+                       for k, r in evaluations.items() if k.rsplit("@", 1)[0] == name]
+            out[method][name] = sorted(points, key=lambda p: p.step)
+    return out
 
 
-def training_compute(folder: Path) -> dict:
-    """Steps, pairs, wall time and the median step time (robust to a machine pause during one step)."""
-    card = json.loads((folder / "final" / "run_card.json").read_text())
-    steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    times = [r["step_time_s"] for r in steps if "step_time_s" in r]
-    return {"steps": card["steps"], "pairs": card["data"]["train_pairs"], "train_seconds": card["seconds"],
-            "median_step_seconds": float(np.median(times)) if times else None}
+def frontier_table(traj: dict) -> dict:
+    from tokensift.eval.frontier import difference, method_at_kl
+
+    table = {f"kl={t:g}": {m: method_at_kl(runs, t) for m, runs in traj.items()} for t in TARGET_KLS}
+    for row in table.values():
+        row["sepo_minus_random"] = difference(row["sepo"], row["random"])
+        row["sepo_minus_dpo"] = difference(row["sepo"], row["dpo"])
+        row["seldpo_minus_dpo"] = difference(row["seldpo"], row["dpo"])
+    return table
 
 
-def plot(results: dict, path: Path) -> None:
+def markdown(table: dict, precision: dict, oracle_growth: dict) -> str:
+    def cell(entry):
+        return "not reached" if entry["reward"] is None else f"{entry['reward']:+.3f} ± {entry['se']:.3f} ({entry['runs']})"
+
+    lines = ["| method | " + " | ".join(f"reward at KL {t:g}" for t in TARGET_KLS) + " |", "|---|---|---|---|"]
+    for method, (label, *_rest) in METHODS.items():
+        lines.append(f"| {label} | " + " | ".join(cell(table[f'kl={t:g}'][method]) for t in TARGET_KLS) + " |")
+    for key, label in (("sepo_minus_random", "SePO - random-k"), ("sepo_minus_dpo", "SePO - DPO"),
+                       ("seldpo_minus_dpo", "selected-token DPO - DPO")):
+        cells = []
+        for t in TARGET_KLS:
+            d = table[f"kl={t:g}"][key]
+            cells.append("-" if d is None else f"{d['difference']:+.3f} ± {d['se']:.3f} (z = {d['z']:+.1f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "| selector | selected chosen tokens | on positive words | random, same counts | lift |",
+              "|---|---|---|---|---|"]
+    for name, p in precision.items():
+        lines.append(f"| {name} | {p['selected']:.0f} | {p['precision']:.3f} | {p['expected']:.3f} | {p['lift']:.2f}x |")
+    lines += ["", "| oracle data | epochs | lift at k=0.1 | lift at k=0.3 | ceiling at k=0.3 |", "|---|---|---|---|---|"]
+    for name, p in oracle_growth.items():
+        fraction, epoch = name.split("-")
+        lines.append(f"| {fraction[1:]} | {epoch[1:]} | {p['k=0.1']['lift']:.2f}x | {p['k=0.3']['lift']:.2f}x | "
+                     f"{p['k=0.3']['ceiling_lift']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(traj: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    start = results["start@0"]
-    for name, (label, colour) in METHODS.items():
-        points = sorted([r for k, r in results.items() if k.startswith(name + "@")], key=lambda r: r["step"])
-        if not points:
-            continue
-        xs = [start["kl_kl"]] + [r["kl_kl"] for r in points]
-        ys = [start["reward"]] + [r["reward"] for r in points]
-        ax.plot(xs, ys, marker="o", color=colour, label=label)
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for method, (label, colour, *_rest) in METHODS.items():
+        first = True
+        for points in traj.get(method, {}).values():
+            ax.plot([p.kl for p in points], [p.reward for p in points], marker="o", ms=3, color=colour, alpha=0.8,
+                    label=label if first else None)
+            first = False
+    for t in TARGET_KLS:
+        ax.axvline(t, color="k", lw=0.5, ls=":")
+    ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("KL(policy || start), nats per answer (Monte-Carlo)")
     ax.set_ylabel("gold reward: mean VADER compound")
-    ax.set_title("Controlled sentiment: reward vs KL (80 held-out prompts)")
+    ax.set_title("Sentiment: reward vs KL, 80 held-out prompts (3 learning rates per method)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+
+
+def training_compute(folder: Path) -> dict:
+    card = json.loads((folder / "final" / "run_card.json").read_text())
+    steps = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    times = [r["step_time_s"] for r in steps if "step_time_s" in r]
+    return {"steps": card["steps"], "pairs": card["data"]["train_pairs"], "train_seconds": card["seconds"],
+            "median_step_seconds": float(np.median(times)) if times else None}
 
 
 def main() -> None:
@@ -261,11 +331,10 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-5)
-    parser.add_argument("--sepo-gamma", type=float, default=1.0)
-    parser.add_argument("--sepo-slow-lr", type=float, default=2e-6, help="learning rate of the second SePO run")
+    parser.add_argument("--lr-oracle", type=float, default=1e-5)
+    parser.add_argument("--sepo-gamma", type=float, default=2.3, help="SePO's scale (the paper's 2.1-2.5 range).")
     parser.add_argument("--eval-every", type=int, default=10)
-    parser.add_argument("--eval-samples", type=int, default=2)
+    parser.add_argument("--eval-samples", type=int, default=3, help="Samples per held-out prompt per checkpoint.")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from tokensift.models import load_model, load_tokenizer
@@ -277,17 +346,23 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model).eval()
     pairs = build_pairs(args, out, tokenizer, base)
-    seconds = train_methods(args, out, pairs)
-    results = evaluate(args, out, tokenizer, base)
-    precision = key_token_precision(args, out, tokenizer)
-    plot(results, docs / "frontier.png")
-    compute = {m: training_compute(out / m) for m in (*METHODS, "oracle")}
-    summary = {"frontier": results, "key_token_precision": precision, "compute": compute,
-               "stage_seconds": seconds, "total_minutes": (time.perf_counter() - started) / 60,
+    scores = oracles_and_scores(args, out, pairs)
+    growth = {name: oracle_precision(pairs, folder, tokenizer) for name, folder in scores.items()}
+    runs = train_methods(args, out, pairs, scores["f1-e2"])
+    evaluations = evaluate(args, out, runs, tokenizer, base)
+    traj = trajectories(runs, evaluations)
+    table = frontier_table(traj)
+    precision = key_token_precision(args, out, pairs, scores["f1-e2"], tokenizer, base,
+                                    trained=out / run_name("dpo", REF_LRS[1]) / "final")
+    plot(traj, docs / "frontier.png")
+    compute = {name: training_compute(out / name) for names in runs.values() for name in names}
+    summary = {"frontier": table, "key_token_precision": precision, "oracle_precision_growth": growth,
+               "evaluations": evaluations, "compute": compute, "total_minutes": (time.perf_counter() - started) / 60,
                "settings": vars(args)}
     (docs / "results.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps({"key_token_precision": precision, "compute": compute}, indent=2))
-    print(f"[sentiment] wrote {docs / 'results.json'} and {docs / 'frontier.png'}")
+    (docs / "tables.md").write_text(markdown(table, precision, growth))
+    print(markdown(table, precision, growth))
+    print(f"[sentiment] wrote {docs / 'results.json'}, {docs / 'tables.md'} and {docs / 'frontier.png'}")
 
 
 if __name__ == "__main__":

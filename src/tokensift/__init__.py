@@ -16,16 +16,17 @@ _PUBLIC = {
     "train_model": "tokensift.api", "train_oracle": "tokensift.api", "score_tokens": "tokensift.api",
     "select_tokens": "tokensift.api", "run_sepo": "tokensift.api", "run_tso": "tokensift.api",
     "evaluate_pairs": "tokensift.api", "evaluate_generation": "tokensift.api", "show_scores": "tokensift.api",
+    "sweep": "tokensift.api",
     # their configs
     "TrainConfig": "tokensift.train.config", "OracleConfig": "tokensift.sepo.config",
     "ScoreConfig": "tokensift.sepo.config", "SePOConfig": "tokensift.sepo.pipeline",
     "TSOConfig": "tokensift.tso.config", "PairsEvalConfig": "tokensift.eval.config",
     "GenerateEvalConfig": "tokensift.eval.config", "ShowConfig": "tokensift.sepo.show",
-    "SelectionArgs": "tokensift.selection",
+    "SelectionArgs": "tokensift.selection", "SweepConfig": "tokensift.sweep",
     # results
     "TrainResult": "tokensift.train.loop", "ScoreResult": "tokensift.sepo.score",
     # what the engine offers, declared once each
-    "LOSSES": "tokensift.losses", "JUDGES": "tokensift.judges", "build_judge": "tokensift.judges",
+    "LOSSES": "tokensift.losses", "SELECTORS": "tokensift.selectors", "JUDGES": "tokensift.judges", "build_judge": "tokensift.judges",
     "UserError": "tokensift.errors",
 }
 

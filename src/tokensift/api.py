@@ -44,7 +44,8 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
 
     train_dataset / eval_dataset: preference data (path, list of dicts, datasets.Dataset), else `config.data`.
     processing_class: the policy's tokenizer object (default: loaded from `model`).
-    A loss that trains on a token selection (loss="sepo") reads its pairs and key tokens from `scores`.
+    With a token selector (`selector`, or loss="sepo", which trains on the oracle's key tokens from `scores`) the
+    pairs and selection are built by sepo/policy.selected_train_data.
     """
     from tokensift.train.config import TrainConfig
     from tokensift.train.loop import train as run
@@ -52,11 +53,19 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     _with_data(settings, "data", train_dataset, "train_dataset")
     _with_data(settings, "eval_data", eval_dataset, "eval_dataset")
     config = configure(TrainConfig, config, **settings)
-    if config.loss_spec.selection == "required":
+    if config.active_selector != "none":
         from tokensift.sepo.policy import train_policy
 
         return train_policy(config, processing_class)
     return run(config, tokenizer=processing_class)
+
+
+def sweep(config=None, **settings):
+    """Train every combination of `grid` over the `base` TrainConfig (`SweepConfig`), e.g. k, sepo_gamma and
+    selector on stored scores; returns the table's rows (one dict per run) and writes sweep.md/csv/json."""
+    from tokensift.sweep import SweepConfig, run_sweep
+
+    return run_sweep(configure(SweepConfig, config, **settings))
 
 
 def train_oracle(config=None, *, train_dataset=None, **settings):

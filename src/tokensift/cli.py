@@ -99,6 +99,13 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from tokensift.sweep import SweepConfig, run_sweep
+
+    run_sweep(config_from_args(SweepConfig, args))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from tokensift.demo import DemoConfig, run_demo
 
@@ -132,11 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     from tokensift.sepo.pipeline import SePOConfig
     from tokensift.demo import DemoConfig
     from tokensift.sepo.show import ShowConfig
+    from tokensift.sweep import SweepConfig
 
     for name, func, cls, text in (
         ("oracle", cmd_oracle, OracleConfig, "Train the SePO oracle: DPO from the reference on a random fraction of the data."),
         ("score", cmd_score, ScoreConfig, "Score every response token with the oracle's implicit reward beta*(log pi_oracle - log pi_ref)."),
         ("sepo", cmd_sepo, SePOConfig, "Run the SePO pipeline: reference SFT (optional) -> oracle -> scores -> policy."),
+        ("sweep", cmd_sweep, SweepConfig, "Train every combination of a grid (e.g. k, sepo_gamma, selector on stored scores) and write one table."),
         ("show", cmd_show, ShowConfig, "Write an HTML page colouring every token by its score, key tokens outlined."),
         ("demo", cmd_demo, DemoConfig, "SePO end to end on the default model: VADER-ranked samples, oracle, scores, policy."),
     ):

@@ -3,9 +3,10 @@
 The contract with the training engine:
 
 - Per-token tensors are in **label space**: `logps[b, i] = log pi(y_i | x, y_<i)` for response token `i` of
-  pair `b`. `mask[b, i]` (bool, or float in {0, 1}) says which tokens count. Masked-out positions may hold
-  any value (usually 0); they never reach a result or a gradient, because they are dropped with
-  `torch.where`, not multiplied by 0.
+  pair `b`. `mask[b, i]` says which tokens count: bool, or float weights >= 0 (a token selector's soft
+  weights: sums become weighted sums, means weighted means divided by the weights' sum; 0/1 floats behave as
+  bool). Masked-out positions may hold any value (usually 0); they never reach a result or a gradient,
+  because they are dropped with `torch.where`, not multiplied by 0.
 - Chosen and rejected tensors have their own widths R_c and R_r. Reference values arrive precomputed as
   sequence sums `[B]` (the reference cache) and are treated as constants (detached).
 - Each loss decides its own aggregation: DPO-family losses sum over the mask, length-normalised ones
@@ -50,8 +51,10 @@ class LossSpec:
                 unset (None) is not passed: the function's own default applies (SimPO's beta 2.0, DPO's 0.1).
     pairwise:   chosen and rejected sides (False: `logps`, `mask` of the chosen responses only, e.g. SFT).
     unit:       what `loss` averages over, so the engine can weight micro-batches: "pair" or "token".
-    selection:  "none" (the whole response), or "required" (a token selection must come with the data,
-                e.g. SePO's key tokens): the mask the function receives.
+    selection:  "none" (the whole response unless a selector is set), or "required" (it trains on a token
+                selection, e.g. SePO's key tokens): the mask the function receives.
+    token_weights: whether its masks may be float weights (a weighted sum or mean over the tokens), what the
+                soft selector gives; losses whose math is not a sum over tokens (SFT's count, TDPO's KL) say no.
     summary:    one line for the command-line help.
     """
 
@@ -63,6 +66,7 @@ class LossSpec:
     pairwise: bool = True
     unit: str = "pair"
     selection: str = "none"
+    token_weights: bool = True
 
     @property
     def needs_reference(self) -> bool:
@@ -152,19 +156,26 @@ def _keep(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, R] -> [B] float32 sum over the masked positions; other positions contribute nothing."""
+    """[B, R] -> [B] float32 sum over the masked positions (weighted by a float mask); others contribute nothing."""
     values = values.float()
+    if mask.dtype != torch.bool:
+        values = values * mask.float()
     return torch.where(_keep(mask), values, torch.zeros_like(values)).sum(dim=-1)
 
 
+def _mask_count(mask: torch.Tensor) -> torch.Tensor:
+    """[B, R] -> [B] float32: masked tokens per row, or the sum of a float mask's weights."""
+    return _keep(mask).sum(dim=-1).float() if mask.dtype == torch.bool else mask.float().sum(dim=-1)
+
+
 def _masked_mean(who: str, name: str, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, R] -> [B] float32 mean over the masked positions; an empty row is an error naming the pair."""
-    counts = _keep(mask).sum(dim=-1)
-    empty = counts == 0
+    """[B, R] -> [B] float32 (weighted) mean over the masked positions; an empty row is an error naming the pair."""
+    counts = _mask_count(mask)
+    empty = _keep(mask).sum(dim=-1) == 0
     if bool(empty.any()):
         rows = empty.nonzero().flatten().tolist()
         raise ValueError(f"{who}: {name}_mask selects no token in pair(s) at batch index {rows}")
-    return _masked_sum(values, mask) / counts.float()
+    return _masked_sum(values, mask) / counts
 
 
 def _check_positive(who: str, name: str, value: float) -> None:
@@ -214,7 +225,8 @@ def _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask, re
 # ------------------------------------------------------------------------------------------------ losses
 
 
-@register("sft", "supervised fine-tuning: mean NLL of the chosen responses", pairwise=False, unit="token")
+@register("sft", "supervised fine-tuning: mean NLL of the chosen responses", pairwise=False, unit="token",
+          token_weights=False)
 def sft_loss(*, logps: torch.Tensor, mask: torch.Tensor) -> LossOutput:
     """Supervised fine-tuning: mean negative log-likelihood over every masked token of the batch.
 
@@ -274,8 +286,8 @@ def ipo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_ch
     policy_c, policy_r, ratio_c, ratio_r = _logratios(
         "ipo_loss", chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_chosen_logps, ref_rejected_logps
     )
-    length_c = _keep(chosen_mask).sum(dim=-1).float().clamp(min=1.0)
-    length_r = _keep(rejected_mask).sum(dim=-1).float().clamp(min=1.0)
+    length_c = _mask_count(chosen_mask).clamp(min=1.0)
+    length_r = _mask_count(rejected_mask).clamp(min=1.0)
     per_pair = (ratio_c / length_c - ratio_r / length_r - 1 / (2 * beta)) ** 2
     return _pair_output(per_pair, beta * ratio_c, beta * ratio_r, policy_c, policy_r)
 
@@ -396,7 +408,7 @@ def rrhf_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, sft_w
 
 
 @register("tdpo", "token-level DPO: margin plus sequential KL to a live reference", reference="live",
-          params={"beta": "beta", "tdpo_alpha": "alpha", "tdpo_variant": "variant"})
+          params={"beta": "beta", "tdpo_alpha": "alpha", "tdpo_variant": "variant"}, token_weights=False)
 def tdpo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_chosen_logps, ref_rejected_logps,
               chosen_kl, rejected_kl, beta: float = 0.1, alpha: float = 0.5, variant: int = 2) -> LossOutput:
     """Token-level DPO (Zeng et al. ICML 2024, https://arxiv.org/abs/2404.11999).

@@ -111,10 +111,10 @@ def test_sepo_reads_only_selected_tokens(tmp_path, two_models):
     score_tokens(score_cfg)
     cfg = train_config(tmp_path, ref_dir, "", loss="sepo", scores=score_cfg.output_dir, k_chosen=0.3,
                        k_rejected=0.3, max_steps=1)  # no data: SePO reads its pairs from the scores
-    from tokensift.sepo.policy import sepo_train_data
+    from tokensift.sepo.policy import selected_train_data
     from tokensift.train.loop import Trainer
 
-    trainer = Trainer(cfg, sepo_train_data)
+    trainer = Trainer(cfg, selected_train_data)
     pairs = trainer.data.train.pairs[:4]
     batch = trainer.build_batch(pairs)
     _, records = load_scores(score_cfg.output_dir)

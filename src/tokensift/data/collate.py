@@ -73,6 +73,7 @@ class PairBatch(SequenceBatch):
     rows: torch.Tensor | None = None  # [B] dataset rows
     select_mask: torch.Tensor | None = None  # [2B, R] bool: SePO key tokens (None = all response tokens)
     ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
+    ref_token_logps: torch.Tensor | None = None  # [2B, R] float: the reference per token (token selections)
 
     @property
     def num_pairs(self) -> int:
@@ -139,11 +140,12 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, row_tokens: int | None =
 
 
 def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | None = None,
-                  pack: bool = False, row_tokens: int | None = None) -> PairBatch:
+                  pack: bool = False, row_tokens: int | None = None, ref_token_logps: dict | None = None) -> PairBatch:
     """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum).
 
     pack: also build the shared-prompt layout, which forward passes then use instead of the 2B sequences;
-    row_tokens: pack pairs back to back in rows of that many positions (see pack_pairs).
+    row_tokens: pack pairs back to back in rows of that many positions (see pack_pairs);
+    ref_token_logps: row -> (chosen per-token array, rejected per-token array), for token selections.
     """
     prompts = [p.prompt_ids for p in pairs] * 2
     responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
@@ -153,7 +155,12 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
         values = [ref_logps[p.row] for p in pairs]
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
     seq.packed = pack_pairs(pairs, pad_id, row_tokens) if pack else None
-    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref)
+    tokens = None
+    if ref_token_logps is not None:
+        arrays = [ref_token_logps[p.row][0] for p in pairs] + [ref_token_logps[p.row][1] for p in pairs]
+        tokens = pad_2d(arrays, 0.0, torch.float32, width=seq.response_mask.shape[1])
+    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
+                     ref_token_logps=tokens)
 
 
 def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:

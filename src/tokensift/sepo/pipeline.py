@@ -31,13 +31,14 @@ class SePOConfig:
     output_dir: str = option("runs/sepo", "Stage folders go here: sft/, oracle/, scores/, policy/, report/.")
     reference_model: str = option(DEFAULT_MODEL, "The oracle's starting point (SFT'd first when sft.enabled).")
     policy_model: str = option(DEFAULT_MODEL, "The model SePO trains; may be larger than the oracle (same tokenizer, or projection).")
+    policy_from_reference: bool = option(False, "Start the policy from the reference instead of policy_model: the SFT stage's model when sft_enabled (the paper's same-size runs).")
     columns: str | None = option(None, "Column mapping for custom files, applied in every stage.")
     max_length: int | None = option(1024, "Max prompt+response tokens in every stage.")
     max_prompt_length: int | None = option(512, "Max prompt tokens in every stage.")
     seed: int = option(0, "Seed shared by the stages.")
     sft_enabled: bool = option(False, "Train the reference with SFT on the chosen responses first.")
     sft: dict = option({}, "Overrides of the SFT stage (TrainConfig keys, e.g. learning_rate, epochs).")
-    oracle: dict = option({}, "Overrides of the oracle stage (TrainConfig keys plus fraction).")
+    oracle: dict = option({}, "Overrides of the oracle stage (TrainConfig keys plus fraction: all the data by default, as the released oracle).")
     score: dict = option({}, "Overrides of the scoring stage (ScoreConfig keys, e.g. batch_size, beta).")
     policy: dict = option({}, "Overrides of the policy stage (TrainConfig keys: k_chosen, k_rejected, sepo_gamma ...).")
     show_pairs: int = option(50, "Pairs in the report's HTML heatmap (0: none).")
@@ -63,14 +64,15 @@ class SePOConfig:
             out["sft"] = build(TrainConfig, {**common, "model": reference, "loss": "sft", "resume": True,
                                              "output_dir": str(self.folder("sft")), **self.sft}, prefix="sft.")
             reference = str(self.folder("sft") / "final")
-        out["oracle"] = build(OracleConfig, {**common, "model": reference, "loss": "dpo", "fraction": 0.3,
+        out["oracle"] = build(OracleConfig, {**common, "model": reference, "loss": "dpo", "fraction": 1.0,
                                              "resume": True, "output_dir": str(self.folder("oracle")), **self.oracle},
                               prefix="oracle.")
         out["score"] = build(ScoreConfig, {**{k: v for k, v in common.items() if k != "seed"},
                                            "oracle": str(self.folder("oracle") / "final"), "reference": reference,
                                            "output_dir": str(self.folder("scores")), **self.score}, prefix="score.")
         policy = {k: v for k, v in common.items() if k not in ("data", "columns")}
-        out["policy"] = build(TrainConfig, {**policy, "model": self.policy_model, "loss": "sepo", "resume": True,
+        start = reference if self.policy_from_reference else self.policy_model
+        out["policy"] = build(TrainConfig, {**policy, "model": start, "loss": "sepo", "resume": True,
                                             "scores": str(self.folder("scores")),
                                             "output_dir": str(self.folder("policy")), **self.policy},
                               prefix="policy.")

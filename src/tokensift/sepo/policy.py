@@ -1,4 +1,5 @@
-"""SePO policy training: reference-free, on the key tokens that stored oracle scores select.
+"""Training on selected tokens: SePO's policy stage (reference-free, on the key tokens stored oracle scores select),
+and any loss with a token selector (selectors.py), fitted on the training split.
 
 The policy may be a different (larger) model than the oracle: weak-to-strong. With the same tokenizer the
 stored token ids are used as they are (verified: same vocabulary, specials and chat template). With another
@@ -20,9 +21,9 @@ from tokensift.errors import UserError
 from tokensift.models import load_tokenizer, tokenizer_fingerprint
 from tokensift.sepo.project import project_scores, response_spans
 from tokensift.sepo.score import load_scores
-from tokensift.selection import selection_masks
+from tokensift.selectors import SELECTORS, build_selector
 from tokensift.train.config import TrainConfig
-from tokensift.train.data import PairSet, TrainData, split_eval
+from tokensift.train.data import PairSet, TrainData, load_training_data, split_eval
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,12 @@ def training_rows(rows, limit: int | None, eval_fraction: float, seed: int) -> t
     return split_eval(rows, eval_fraction, seed)
 
 
-def sepo_train_data(config: TrainConfig, tokenizer) -> TrainData:
+def scored_pairs(config: TrainConfig, tokenizer):
+    """(records, fingerprint, notes, projected) of the stored scores, projected onto the policy's tokenizer when
+    it differs from the oracle's and the user allowed it."""
     meta, records = load_scores(config.scores)
-    same = meta["inputs"]["tokenizer"] == tokenizer_fingerprint(tokenizer)
-    projected = False
-    if not same:
+    projected = meta["inputs"]["tokenizer"] != tokenizer_fingerprint(tokenizer)
+    if projected:
         if not config.allow_projection:
             raise UserError(
                 f"the policy '{config.model}' does not share the oracle's tokenizer (vocabulary, special tokens or "
@@ -97,30 +99,40 @@ def sepo_train_data(config: TrainConfig, tokenizer) -> TrainData:
                 "oracle's family, or pass allow_projection=true to project the scores through character offsets"
             )
         records = projected_records(config, meta, records, tokenizer)
-        projected = True
-    train_rows, held_rows = training_rows(records, config.limit, config.eval_fraction, config.seed)
-    train, held = ([TokenizedPair(row, records[row]["prompt_ids"], records[row]["chosen_ids"],
-                                  records[row]["rejected_ids"]) for row in rows] for rows in (train_rows, held_rows))
-    selection = config.fitted_selection([records[r]["chosen_scores"] for r in train_rows],
-                                        [records[r]["rejected_scores"] for r in train_rows])
+    note = f"{len(records)} scored pairs from {config.scores}" + (
+        " (projected onto the policy tokenizer)" if projected else "")
+    return records, meta["fingerprint"], note, projected
 
-    def select(batch_pairs, batch):
-        return selection_masks(selection, [records[p.row]["chosen_scores"] for p in batch_pairs],
-                               [records[p.row]["rejected_scores"] for p in batch_pairs], batch.response_mask.shape[1])
 
-    fp = meta["fingerprint"]
-    notes = [f"{len(train) + len(held)} scored pairs from {config.scores}" + (" (projected onto the policy tokenizer)" if projected else "")]
-    return TrainData(
-        train=PairSet(config.scores, fp, train, notes),
-        eval=PairSet(config.scores, fp, held) if held else None,
-        select=select,
-        extra_meta={"scores": config.scores, "scores_fingerprint": fp, "selection": selection.__dict__,
-                    "projected": projected},
-    )
+def selected_train_data(config: TrainConfig, tokenizer) -> TrainData:
+    """The pairs and the token selector of a run with `selector` (selectors.py), fitted on the training split.
+
+    With `scores` the pairs come from the stored scores (SePO: the oracle's tokens); without, from `data`.
+    """
+    name = config.active_selector
+    meta: dict = {"selector": name}
+    if config.scores:
+        records, fp, note, projected = scored_pairs(config, tokenizer)
+        train_rows, held_rows = training_rows(records, config.limit, config.eval_fraction, config.seed)
+        train, held = ([TokenizedPair(row, records[row]["prompt_ids"], records[row]["chosen_ids"],
+                                      records[row]["rejected_ids"]) for row in rows] for rows in (train_rows, held_rows))
+        scores = {row: (rec["chosen_scores"], rec["rejected_scores"]) for row, rec in records.items()}
+        data = TrainData(train=PairSet(config.scores, fp, train, [note]),
+                         eval=PairSet(config.scores, fp, held) if held else None)
+        meta.update(scores=config.scores, scores_fingerprint=fp, projected=projected)
+    else:
+        data, scores = load_training_data(config, tokenizer), None
+    chosen = build_selector(name, config, scores, [p.row for p in data.train.pairs])
+    if hasattr(chosen, "selection"):
+        meta["selection"] = chosen.selection.__dict__
+    data.select, data.reference_tokens = chosen, "reference" in SELECTORS[name].reads
+    data.extra_meta.update(meta)
+    return data
 
 
 def train_policy(config: TrainConfig, tokenizer=None):
-    """Train the policy on the key tokens the stored scores select (`tokensift train loss=sepo scores=DIR`)."""
+    """Train on the tokens the configured selector picks (`tokensift train loss=sepo scores=DIR`, or any loss with
+    `selector=...`)."""
     from tokensift.train.loop import train
 
-    return train(config, sepo_train_data, tokenizer)
+    return train(config, selected_train_data, tokenizer)

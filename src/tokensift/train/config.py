@@ -12,9 +12,9 @@ from tokensift.errors import UserError
 from tokensift.losses import LOSSES, LossSpec
 from tokensift.models import DEFAULT_MODEL
 from tokensift.selection import SelectionArgs
+from tokensift.selectors import SELECTORS
 
 PACKINGS = ("auto", "rows", "one_row", "pairs")
-SELECTION_SETTINGS = ("scores", "allow_projection", *(f.name for f in dataclasses.fields(SelectionArgs)))
 LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
 
 
@@ -71,7 +71,13 @@ class TrainConfig(SelectionArgs, DataArgs):
     clip_mode: str = option("per_reward", "TSO clip mode: per_reward (default) or margin." + read_by("clip_mode"))
     clip_margin_low: float | None = option(None, "TSO margin mode: lower clip of the reward margin." + read_by("clip_margin_low"))
     clip_margin_high: float | None = option(None, "TSO margin mode: upper clip of the reward margin." + read_by("clip_margin_high"))
-    scores: str | None = option(None, "Folder of token scores written by `tokensift score`: the token selection of losses that train on one (required for loss=sepo).")
+    selector: str = option("auto", "Which tokens the loss trains on: " + "; ".join(
+        f"{name}: {spec.summary}" for name, spec in SELECTORS.items()) + "; none: every response token; auto: oracle for loss=sepo, else none. Any token-level loss takes a selection (docs/selectors.md).")
+    scores: str | None = option(None, "Folder of token scores written by `tokensift score`: what the oracle and soft selectors read (and the pairs, when data is unset).")
+    gap_quantile: float = option(0.6, "reference_gap selector: keep each response's tokens at or above this quantile of its policy-reference gap (0.6: the top 40%).")
+    weight_scale: float = option(1.0, "soft selector: mu in w = clip(exp(mu * reward), weight_min, weight_max).")
+    weight_min: float = option(0.7, "soft selector: the smallest token weight.")
+    weight_max: float = option(1.3, "soft selector: the largest token weight.")
     allow_projection: bool = option(False, "SePO: allow scores from an oracle with another tokenizer, projected through character offsets.")
     learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
     epochs: float = option(1.0, "Passes over the training pairs (fractions allowed).")
@@ -112,14 +118,14 @@ class TrainConfig(SelectionArgs, DataArgs):
 
     def validate(self) -> None:
         spec = self.loss_spec
-        if spec.selection == "none" or (self.data and self.allow_projection):
-            self.validate_data()  # a selection loss reads its pairs from the scores; only projection re-reads the data
+        selector = self.active_selector
+        self.validate_selector(spec, selector)
+        if not (self.scores and selector != "none") or (self.data and self.allow_projection):
+            self.validate_data()  # with scores the pairs come from them; only projection re-reads the data
         if self.beta is not None and self.beta <= 0:
             raise UserError(f"beta must be positive, got {self.beta}")
         self.validate_packing()
         self.validate_selection()
-        if spec.selection == "required" and not self.scores:
-            raise UserError(f"loss={self.loss} needs scores=DIR from `tokensift score`")
         for name in ("batch_size", "grad_accum", "eval_batch_size", "ref_batch_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -152,6 +158,40 @@ class TrainConfig(SelectionArgs, DataArgs):
             raise UserError(f"loss={self.loss}: {exc}") from None
 
     @property
+    def active_selector(self) -> str:
+        """The selector in use: `selector`, with auto resolved (the oracle for losses that need a selection)."""
+        if self.selector == "auto":
+            return "oracle" if self.loss_spec.selection == "required" else "none"
+        if self.selector != "none" and self.selector not in SELECTORS:
+            raise UserError(f"unknown selector '{self.selector}'; choose one of none, auto, {', '.join(SELECTORS)}"
+                            f"{suggest(self.selector, SELECTORS)}")
+        return self.selector
+
+    def validate_selector(self, spec: LossSpec, selector: str) -> None:
+        if selector == "none":
+            if spec.selection == "required":
+                raise UserError(f"loss={self.loss} trains on a token selection: set selector (e.g. oracle with "
+                                "scores=DIR from `tokensift score`, or random)")
+            return
+        declared = SELECTORS[selector]
+        if not spec.pairwise:
+            raise UserError(f"selector={selector}: loss={self.loss} trains on whole responses; token selectors work "
+                            "with the pairwise losses")
+        if "scores" in declared.reads and not self.scores:
+            if spec.selection == "required" and self.selector == "auto":
+                raise UserError(f"loss={self.loss} needs scores=DIR from `tokensift score`")
+            raise UserError(f"selector={selector} reads the oracle's token scores: set scores=DIR from "
+                            "`tokensift score`")
+        if declared.output == "weights" and not spec.token_weights:
+            takes = ", ".join(name for name, other in LOSSES.items() if other.token_weights)
+            raise UserError(f"selector={selector} gives token weights, which loss={self.loss} does not take "
+                            f"(losses that do: {takes})")
+        if not 0 < self.gap_quantile < 1:
+            raise UserError(f"gap_quantile must lie in (0, 1), got {self.gap_quantile}")
+        if not 0 < self.weight_min <= self.weight_max:
+            raise UserError(f"soft weights need 0 < weight_min <= weight_max, got {self.weight_min}, {self.weight_max}")
+
+    @property
     def loss_spec(self) -> LossSpec:
         try:
             return LOSSES[self.loss]
@@ -161,15 +201,23 @@ class TrainConfig(SelectionArgs, DataArgs):
 
     def check_unread_settings(self, spec: LossSpec) -> None:
         """A setting the loss does not read must keep its default: otherwise the user expects an effect it has not."""
-        read = set(spec.params) | (set(SELECTION_SETTINGS) if spec.selection != "none" else set())
-        loss_settings = {name for other in LOSSES.values() for name in other.params} | set(SELECTION_SETTINGS)
+        selector = SELECTORS.get(self.active_selector)
+        selecting = {"scores", "allow_projection", *selector.settings} if selector else set()
+        read = set(spec.params) | selecting
+        selection_settings = {"scores", "allow_projection", *(n for s in SELECTORS.values() for n in s.settings)}
+        loss_settings = {name for other in LOSSES.values() for name in other.params} | selection_settings
         defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                     for f in dataclasses.fields(self)}
         for name in sorted(loss_settings - read):
             if getattr(self, name) != defaults[name]:
+                if name in selection_settings and selector:
+                    owners = ", ".join(s.name for s in SELECTORS.values() if name in s.settings)
+                    raise UserError(f"selector={selector.name} does not read {name} (it reads "
+                                    f"{', '.join(selector.settings) or 'no setting'}; {name} is read by selector "
+                                    f"{owners}); leave {name} unset{suggest(name, selecting)}")
                 reads = ", ".join(sorted(spec.params)) or "no loss setting"
-                if spec.selection != "none":
-                    reads += f", and the token-selection settings {', '.join(SELECTION_SETTINGS)}"
+                if name in selection_settings:
+                    reads += "; token-selection settings need a selector"
                 raise UserError(f"loss={self.loss} does not read {name} (it reads {reads}); leave {name} unset"
                                 f"{suggest(name, read)}")
 

@@ -51,14 +51,20 @@ def load_pairs(source: str, config, tokenizer, limit: int | None = None) -> Pair
 
 @dataclass
 class TrainData:
-    """What a run trains on. `select(pairs, batch) -> [2B, R] bool` adds a token selection to each batch (the
-    labels the loss reads); whoever builds the data provides it (e.g. sepo/policy.py from stored oracle scores).
-    `extra_meta` goes into the run card."""
+    """What a run trains on, with the token selection of each batch when there is one.
+
+    select(batch, policy_logps=None) -> [2B, R] bool mask or float weights: the labels the loss reads (a token
+    selector, selectors.py; whoever builds the data provides it, e.g. sepo/policy.py). Selections with
+    `select.online` are made after the forward from the policy's own log-probs of every response token; the
+    others when the batch is built. reference_tokens: the selection reads the reference's per-token log-probs
+    (the trainer puts them on each batch from its reference cache). `extra_meta` goes into the run card.
+    """
 
     train: PairSet
     eval: PairSet | None = None
     select: Callable | None = None
     extra_meta: dict = field(default_factory=dict)
+    reference_tokens: bool = False
 
 
 def load_training_data(config, tokenizer) -> TrainData:

@@ -85,11 +85,12 @@ def make_accelerator(config: TrainConfig):
     return accelerator
 
 
-def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model) -> dict:
-    """Cached reference log-prob sums for every train and eval pair; computed once, with one model loaded."""
+def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_model, per_token: bool = False):
+    """Cached reference log-prob sums for every train and eval pair (and, with `per_token`, the per-token arrays a
+    token selection sums over); computed once, with one model loaded. Returns (sums, per-token or None)."""
     reference = config.reference or config.model
     ref_fp = model_fingerprint(reference)
-    sums = {}
+    sums, tokens = {}, ({} if per_token else None)
     for part in (data.train, data.eval):
         if part is None or not part.pairs:
             continue
@@ -116,7 +117,9 @@ def reference_sums(config, data: TrainData, tokenizer, accelerator, policy_model
                            share_prompt=config.share_prompt, packing=config.packing)
             accelerator.wait_for_everyone()
         sums.update(cache.sums(part.pairs))
-    return sums
+        if per_token:
+            tokens.update(cache.token_logps({p.row for p in part.pairs}))
+    return sums, tokens
 
 
 def keep_trained_weights_fp32(model) -> None:
@@ -160,14 +163,17 @@ class Trainer:
         if not self.deepspeed:  # DeepSpeed keeps its own fp32 masters (its bf16 config)
             keep_trained_weights_fp32(self.model)
         self.ref_model = None
-        self.ref_sums = None
+        self.ref_sums = self.ref_tokens = None
         if self.spec.reference == "live":
             self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
                                         trust_remote_code=config.trust_remote_code, device=self.accelerator.device,
                                         attn_implementation=config.attn_implementation)
             self.ref_model.requires_grad_(False).eval()
-        elif config.needs_reference:
-            self.ref_sums = reference_sums(config, self.data, self.tokenizer, self.accelerator, self.model)
+        if config.needs_reference and self.spec.reference == "cached" or self.data.reference_tokens:
+            # a token selection sums the reference over its own tokens: it needs them per token
+            per_token = self.data.select is not None or self.data.reference_tokens
+            self.ref_sums, self.ref_tokens = reference_logps(config, self.data, self.tokenizer, self.accelerator,
+                                                             self.model, per_token)
         self.pack = config.share_prompt  # logprobs.token_logps runs unpacked where a model cannot pack
         self.row_tokens = packed_row_tokens(config.packing, self.model)
         self.pair_tokens = np.array([self.run_tokens(p) for p in self.data.train.pairs])  # max_tokens_per_batch
@@ -199,15 +205,22 @@ class Trainer:
         if not self.spec.pairwise:
             return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad,
                                      pack=self.pack, row_tokens=self.row_tokens)
-        batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack, row_tokens=self.row_tokens)
-        if self.data.select is not None:
-            batch.select_mask = self.data.select(pairs, batch)
+        batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack, row_tokens=self.row_tokens,
+                              ref_token_logps=self.ref_tokens)
+        select = self.data.select
+        if select is not None and not getattr(select, "online", False):
+            batch.select_mask = select(batch)
         return batch
 
     def forward_loss(self, batch):
+        """One forward and the loss. The labels it computes are the batch's selection (or every response token);
+        an online selection (one that reads the policy's own log-probs) is made from them, then the loss reads it."""
         batch = batch.to(self.accelerator.device)
         mask = read_mask(batch)
         out = self.wrapper(batch.input_ids, batch.prompt_lens, mask, self.ref_model, getattr(batch, "packed", None))
+        select = self.data.select
+        if select is not None and getattr(select, "online", False):
+            mask = select(batch, out.logps.detach())
         return compute_loss(self.config, batch, out.logps, out.kl, out.ref_logps, mask=mask)
 
     # ------------------------------------------------------------------------------------------------ steps

@@ -16,6 +16,12 @@ def read_mask(batch) -> torch.Tensor:
     return selection if selection is not None else batch.response_mask
 
 
+def masked_reference_sums(ref_token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[2B] reference log-prob sums over a selection (weighted by float weights), as the losses sum the policy."""
+    ref = ref_token_logps.float() * (mask.float() if mask.dtype != torch.bool else 1.0)
+    return torch.where(mask.bool(), ref, torch.zeros_like(ref)).sum(-1)
+
+
 def loss_units(spec: losses.LossSpec, pair) -> float:
     """What a loss averages over for one pair: its chosen tokens for token-mean losses (SFT), else one pair."""
     return float(len(pair.chosen_ids)) if spec.unit == "token" else 1.0
@@ -37,7 +43,10 @@ def compute_loss(config, batch: PairBatch | SequenceBatch, logps, kl=None, ref_t
     args = dict(chosen_logps=batch.chosen(logps), chosen_mask=batch.chosen(mask),
                 rejected_logps=batch.rejected(logps), rejected_mask=batch.rejected(mask))
     if spec.reference == "cached":
-        args.update(ref_chosen_logps=batch.chosen(batch.ref_logps), ref_rejected_logps=batch.rejected(batch.ref_logps))
+        ref = batch.ref_logps
+        if getattr(batch, "select_mask", None) is not None or mask is not batch.response_mask:
+            ref = masked_reference_sums(batch.ref_token_logps, mask)  # the reference over the selected tokens
+        args.update(ref_chosen_logps=batch.chosen(ref), ref_rejected_logps=batch.rejected(ref))
     elif spec.reference == "live":
         ref_sums = torch.where(mask, ref_token_logps, torch.zeros_like(ref_token_logps)).sum(-1)
         args.update(ref_chosen_logps=batch.chosen(ref_sums), ref_rejected_logps=batch.rejected(ref_sums),
