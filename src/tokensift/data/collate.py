@@ -73,6 +73,7 @@ class PairBatch(SequenceBatch):
     rows: torch.Tensor | None = None  # [B] dataset rows
     select_mask: torch.Tensor | None = None  # [2B, R] bool: SePO key tokens (None = all response tokens)
     ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
+    target_margin: torch.Tensor | None = None  # [B] float: per-pair target margins (TokenizedPair.target_margin)
 
     @property
     def num_pairs(self) -> int:
@@ -153,7 +154,11 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
         values = [ref_logps[p.row] for p in pairs]
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
     seq.packed = pack_pairs(pairs, pad_id, row_tokens) if pack else None
-    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref)
+    margin = None
+    if pairs and pairs[0].target_margin is not None:
+        margin = torch.tensor([p.target_margin for p in pairs], dtype=torch.float32)
+    return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
+                     target_margin=margin)
 
 
 def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:

@@ -115,6 +115,7 @@ def sepo_train_data(config: TrainConfig, tokenizer) -> TrainData:
         eval=PairSet(config.scores, fp, held) if held else None,
         select=select,
         extra_meta={"scores": config.scores, "scores_fingerprint": fp, "selection": selection.__dict__,
+                    "data_source": meta["inputs"].get("source"),
                     "projected": projected},
     )
 
