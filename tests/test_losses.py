@@ -324,6 +324,26 @@ def test_tso_margin_low_clip_counts_pairs():
     assert close(out.metrics["clip/margin_low_fraction"], [0.0, 1.0])
 
 
+def test_tso_scaled_margin_per_pair_value_and_gradients():
+    # The per_reward example above (z = [0.2, -1.2]) with target margins m = [0.3, 0.0] (scaled margin, per pair):
+    # z - m = [-0.1, -1.2]; pair 1 has no margin and is unchanged.
+    b = ref_batch(grad=True)
+    margin = torch.tensor([0.3, 0.0])
+    out = L.tso_loss(**b, beta=1.0, clip_chosen=0.8, clip_rejected=0.7, target_margin=margin)
+    assert close(out.loss, (nls(-0.1) + nls(-1.2)) / 2)
+    assert close(out.metrics["rewards/target_margin"], [0.3, 0.0])
+    assert close(out.metrics["rewards/margin"], [0.5, -1.0])  # the reward margin itself does not subtract m
+    out.loss.backward()
+    gc = -0.5 * sigmoid(0.1)  # pair 0's chosen side is unclipped: -(1/2) sigmoid(-(z - m))
+    assert close(b["chosen_logps"].grad, [gc, gc, 0.0, 0.0, 0.0, 0.0])
+    # a zero margin for every pair is exactly no margin
+    plain = L.tso_loss(**ref_batch(), beta=1.0, clip_chosen=0.8, clip_rejected=0.7)
+    zero = L.tso_loss(**ref_batch(), beta=1.0, clip_chosen=0.8, clip_rejected=0.7, target_margin=torch.zeros(2))
+    assert close(zero.loss, plain.loss)
+    with pytest.raises(ValueError, match=r"target_margin must have shape \[B\]"):
+        L.tso_loss(**ref_batch(), target_margin=torch.zeros(3))
+
+
 def test_tso_without_clipping_is_dpo():
     out = L.tso_loss(**ref_batch(), beta=0.1, clip_chosen=math.inf, clip_rejected=math.inf)
     assert close(out.loss, (nls(0.05) + nls(-0.1)) / 2)

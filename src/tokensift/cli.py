@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tokensift.provenance import record_command
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     # key=value overrides may come before, between or after --options (argparse alone takes one run of them)
     args, extra = parser.parse_known_args(argv)
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+    record_command(argv)  # the exact command, for the model card of what this run writes
     try:
         return args.func(args)
     except UserError as exc:
@@ -186,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        record_command(None)  # a later run in this process (the Python API) was not started by this command
 
 
 if __name__ == "__main__":

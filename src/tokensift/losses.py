@@ -55,6 +55,8 @@ class LossSpec:
                 selection, e.g. SePO's key tokens): the mask the function receives.
     token_weights: whether its masks may be float weights (a weighted sum or mean over the tokens), what the
                 soft selector gives; losses whose math is not a sum over tokens (SFT's count, TDPO's KL) say no.
+    pair_inputs: optional per-pair tensors [B] the function takes as keywords of the same name, passed when the
+                batch carries them (`PairBatch.<name>`), e.g. TSO's `target_margin` (TrainConfig.margin_column).
     summary:    one line for the command-line help.
     """
 
@@ -67,6 +69,7 @@ class LossSpec:
     unit: str = "pair"
     selection: str = "none"
     token_weights: bool = True
+    pair_inputs: tuple[str, ...] = ()
 
     @property
     def needs_reference(self) -> bool:
@@ -482,17 +485,24 @@ def sepo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, gamma
 @register("tso", "TSO dual-clip DPO", reference="cached",
           params={"beta": "beta", "clip_chosen": "clip_chosen", "clip_rejected": "clip_rejected",
                   "clip_mode": "mode", "clip_margin_low": "clip_margin_low",
-                  "clip_margin_high": "clip_margin_high"})
+                  "clip_margin_high": "clip_margin_high"}, pair_inputs=("target_margin",))
 def tso_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_chosen_logps, ref_rejected_logps,
              beta: float = 0.1, clip_chosen: float = 2.0, clip_rejected: float = 2.0, mode: str = "per_reward",
-             clip_margin_low: float | None = None, clip_margin_high: float | None = None) -> LossOutput:
+             clip_margin_low: float | None = None, clip_margin_high: float | None = None,
+             target_margin: torch.Tensor | None = None) -> LossOutput:
     """TSO dual-clip DPO (Chen et al. 2024, https://arxiv.org/abs/2409.02118; specs/tso.md section 3.6).
 
     Shapes as in `dpo_loss`. r_w = beta * (sum_c logps - ref_c), r_l = beta * (sum_r logps - ref_r).
 
         mode "per_reward" (default):  z = min(r_w, c_w) - max(r_l, -c_l)
         mode "margin":                z = clamp(r_w - r_l, -c_low, +c_high)
-        L = -log sigmoid(z)
+        L = -log sigmoid(z - m)
+
+    m = target_margin: an optional per-pair [B] target margin (constant, >= 0), the "scaled" of TSO's name in
+    the spec's reading (ii): it grows with the two responses' distance in the model matrix (docs/tso.md).
+    None: m = 0. The clip bounds z, not z - m: a pair clipped on both sides has z = c_w + c_l, so a margin
+    above that leaves it a loss it cannot lower (and no gradient), like any clipped pair. "rewards/target_margin"
+    logs m.
 
     c_w = clip_chosen, c_l = clip_rejected (used only by "per_reward"; inf disables a side);
     c_low = clip_margin_low, c_high = clip_margin_high (only for "margin"; None leaves that side open, at
@@ -533,6 +543,13 @@ def tso_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_ch
         }
     else:
         raise ValueError(f"{who}: mode must be 'per_reward' or 'margin', got {mode!r}")
+    if target_margin is not None:
+        if tuple(target_margin.shape) != tuple(z.shape):
+            raise ValueError(f"{who}: target_margin must have shape [B] = {tuple(z.shape)}, got "
+                             f"{tuple(target_margin.shape)}")
+        margin = target_margin.detach().float()
+        z = z - margin
+        extra["rewards/target_margin"] = margin
     per_pair = -F.logsigmoid(z)
     return _pair_output(per_pair, reward_c, reward_r, policy_c, policy_r, extra)
 

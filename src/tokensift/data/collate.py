@@ -74,6 +74,7 @@ class PairBatch(SequenceBatch):
     select_mask: torch.Tensor | None = None  # [2B, R] bool: SePO key tokens (None = all response tokens)
     ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
     ref_token_logps: torch.Tensor | None = None  # [2B, R] float: the reference per token (token selections)
+    target_margin: torch.Tensor | None = None  # [B] float: per-pair target margins (TokenizedPair.target_margin)
 
     @property
     def num_pairs(self) -> int:
@@ -159,8 +160,11 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
     if ref_token_logps is not None:
         arrays = [ref_token_logps[p.row][0] for p in pairs] + [ref_token_logps[p.row][1] for p in pairs]
         tokens = pad_2d(arrays, 0.0, torch.float32, width=seq.response_mask.shape[1])
+    margin = None
+    if pairs and pairs[0].target_margin is not None:
+        margin = torch.tensor([p.target_margin for p in pairs], dtype=torch.float32)
     return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
-                     ref_token_logps=tokens)
+                     ref_token_logps=tokens, target_margin=margin)
 
 
 def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:

@@ -55,6 +55,7 @@ class TokenizedPair:
     prompt_ids: np.ndarray
     chosen_ids: np.ndarray
     rejected_ids: np.ndarray
+    target_margin: float | None = None  # the pair's own target margin, from TrainConfig.margin_column
 
     @property
     def num_tokens(self) -> int:

@@ -21,6 +21,7 @@ from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
 from tokensift.sepo.config import OracleConfig, ScoreConfig
 from tokensift.train.config import TrainConfig
+from tokensift.train.hub import HUB_KEYS, check_hub
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def training_done(config: TrainConfig) -> bool:
         return False
     recorded = json.loads(card.read_text()).get("config", {})
     current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
-    ignore = {"resume", "progress"}
+    ignore = {"resume", "progress", *HUB_KEYS}  # publishing does not change what was trained
     if {k: v for k, v in recorded.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
         raise UserError(
             f"{config.output_dir} holds a finished run with other settings; delete it or choose another output_dir"
@@ -105,6 +106,8 @@ def run_pipeline(config: SePOConfig) -> dict:
     from tokensift.train.loop import train
 
     stages = config.stages()
+    for stage in stages.values():
+        check_hub(stage)  # a stage that publishes fails now, not after the stages before it
     report: dict = {"stages": {}}
     for name in ("sft", "oracle"):
         if name not in stages:

@@ -87,8 +87,8 @@ def training_rows(rows, limit: int | None, eval_fraction: float, seed: int) -> t
 
 
 def scored_pairs(config: TrainConfig, tokenizer):
-    """(records, fingerprint, notes, projected) of the stored scores, projected onto the policy's tokenizer when
-    it differs from the oracle's and the user allowed it."""
+    """(records, fingerprint, note, projected, the scored data's source) of the stored scores, projected onto the
+    policy's tokenizer when it differs from the oracle's and the user allowed it."""
     meta, records = load_scores(config.scores)
     projected = meta["inputs"]["tokenizer"] != tokenizer_fingerprint(tokenizer)
     if projected:
@@ -101,7 +101,7 @@ def scored_pairs(config: TrainConfig, tokenizer):
         records = projected_records(config, meta, records, tokenizer)
     note = f"{len(records)} scored pairs from {config.scores}" + (
         " (projected onto the policy tokenizer)" if projected else "")
-    return records, meta["fingerprint"], note, projected
+    return records, meta["fingerprint"], note, projected, meta["inputs"].get("source")
 
 
 def selected_train_data(config: TrainConfig, tokenizer) -> TrainData:
@@ -112,14 +112,14 @@ def selected_train_data(config: TrainConfig, tokenizer) -> TrainData:
     name = config.active_selector
     meta: dict = {"selector": name}
     if config.scores:
-        records, fp, note, projected = scored_pairs(config, tokenizer)
+        records, fp, note, projected, source = scored_pairs(config, tokenizer)
         train_rows, held_rows = training_rows(records, config.limit, config.eval_fraction, config.seed)
         train, held = ([TokenizedPair(row, records[row]["prompt_ids"], records[row]["chosen_ids"],
                                       records[row]["rejected_ids"]) for row in rows] for rows in (train_rows, held_rows))
         scores = {row: (rec["chosen_scores"], rec["rejected_scores"]) for row, rec in records.items()}
         data = TrainData(train=PairSet(config.scores, fp, train, [note]),
                          eval=PairSet(config.scores, fp, held) if held else None)
-        meta.update(scores=config.scores, scores_fingerprint=fp, projected=projected)
+        meta.update(scores=config.scores, scores_fingerprint=fp, projected=projected, data_source=source)
     else:
         data, scores = load_training_data(config, tokenizer), None
     chosen = build_selector(name, config, scores, [p.row for p in data.train.pairs])

@@ -10,9 +10,10 @@ from tokensift.config import option, suggest
 from tokensift.data.io import as_source
 from tokensift.errors import UserError
 from tokensift.losses import LOSSES, LossSpec
-from tokensift.models import DEFAULT_MODEL
+from tokensift.models import DEFAULT_MODEL, check_qlora_available
 from tokensift.selection import SelectionArgs
 from tokensift.selectors import SELECTORS
+from tokensift.train.hub import HubArgs
 
 PACKINGS = ("auto", "rows", "one_row", "pairs")
 LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
@@ -21,6 +22,11 @@ LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items()
 def read_by(setting: str) -> str:
     """" Read by loss: a, b." for a loss setting's help text, from the losses' declarations."""
     return f" Read by loss: {', '.join(name for name, spec in LOSSES.items() if setting in spec.params)}."
+
+
+def read_by_pair(value: str) -> str:
+    """" Read by loss: a, b." for a per-pair value (LossSpec.pair_inputs)."""
+    return f" Read by loss: {', '.join(name for name, spec in LOSSES.items() if value in spec.pair_inputs)}."
 # accelerate's LoggerType names (its own error for another name is a ValueError deep inside Accelerator()).
 TRACKERS = ("tensorboard", "wandb", "aim", "comet_ml", "mlflow", "clearml", "dvclive", "trackio", "swanlab", "all")
 
@@ -53,7 +59,7 @@ class DataArgs:
 
 
 @dataclass
-class TrainConfig(SelectionArgs, DataArgs):
+class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     model: str = option(DEFAULT_MODEL, "Model to train: an alias, hub id, local folder or .gguf file.")
     reference: str | None = option(None, "Reference model for DPO-family losses (default: the starting model itself).")
     output_dir: str = option("runs/train", "Where checkpoints, metrics.jsonl, the final model and run card go.")
@@ -78,6 +84,7 @@ class TrainConfig(SelectionArgs, DataArgs):
     weight_scale: float = option(1.0, "soft selector: mu in w = clip(exp(mu * reward), weight_min, weight_max).")
     weight_min: float = option(0.7, "soft selector: the smallest token weight.")
     weight_max: float = option(1.3, "soft selector: the largest token weight.")
+    margin_column: str | None = option(None, "Data column holding each pair's target margin (beta-scaled reward units, a number >= 0) for losses that take one per pair: TSO's scaled margin (tso/config.py writes it). Unset: no per-pair margin." + read_by_pair("target_margin"))
     allow_projection: bool = option(False, "SePO: allow scores from an oracle with another tokenizer, projected through character offsets.")
     learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
     epochs: float = option(1.0, "Passes over the training pairs (fractions allowed).")
@@ -101,6 +108,7 @@ class TrainConfig(SelectionArgs, DataArgs):
     lora_alpha: int = option(32, "LoRA alpha.")
     lora_dropout: float = option(0.0, "LoRA dropout.")
     lora_targets: str = option("q_proj,k_proj,v_proj,o_proj", "Comma list of module names LoRA adapts.")
+    qlora: bool = option(False, "QLoRA: load the base model in 4-bit (bitsandbytes NF4, double quantisation, matmuls in dtype) and train LoRA adapters on it (needs lora=true, the bitsandbytes package and a CUDA GPU). About a quarter of the base's 16-bit memory; final/ holds the adapter merged into the unquantized base.")
     eval_data: str | None = option(None, "Held-out pairs for evaluation (default: eval_fraction of data); in Python also a list of dicts or a datasets.Dataset.", in_memory=True)
     eval_fraction: float = option(0.0, "Share of data held aside for evaluation when eval_data is not given (seeded).")
     eval_every: int = option(0, "Evaluate every N optimizer steps (0: only at the end when there is eval data).")
@@ -152,6 +160,14 @@ class TrainConfig(SelectionArgs, DataArgs):
         if unknown:
             raise UserError(f"unknown tracker '{unknown[0]}' in trackers; choose from {', '.join(TRACKERS)}")
         self.check_unread_settings(spec)
+        if self.margin_column and "target_margin" not in spec.pair_inputs:
+            takes = ", ".join(n for n, s in LOSSES.items() if "target_margin" in s.pair_inputs)
+            raise UserError(f"loss={self.loss} takes no per-pair margin (margin_column); losses that do: {takes}")
+        if self.qlora:
+            if not self.lora:
+                raise UserError("qlora=true trains LoRA adapters on a 4-bit base: set lora=true as well")
+            check_qlora_available()
+        self.validate_hub(lora=self.lora)
         try:
             spec.check(spec.keywords(self))
         except ValueError as exc:

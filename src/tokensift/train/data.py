@@ -13,7 +13,7 @@ from tokensift.data.load import load_preferences
 from tokensift.data.formats import parse_columns
 from tokensift.data.io import source_fingerprint
 from tokensift.data.tokenize import TokenizedPair, TokenizeSettings, tokenize_examples
-from tokensift.errors import UserError
+from tokensift.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,32 @@ def load_pairs(source: str, config, tokenizer, limit: int | None = None) -> Pair
     if not result.examples:
         raise UserError(f"{source}: no valid preference pairs to train on")
     pairs, report = tokenize_examples(tokenizer, result.examples, tokenize_settings(config))
+    if getattr(config, "margin_column", None):
+        attach_margins(pairs, result.examples, config.margin_column, source)
     notes.append(report.summary())
     if report.prompts_truncated or report.responses_truncated:  # counted in the run card and said now
         log.warning("%s: %s", source, report.summary())
     fp = source_fingerprint(source, config.split)
     fp_meta = f"{fp}|columns={config.columns}|limit={limit}"
     return PairSet(source=source, fingerprint=fp_meta, pairs=pairs, notes=notes)
+
+
+def attach_margins(pairs: list[TokenizedPair], examples: list, column: str, source: str) -> None:
+    """Each pair's target margin from its row's `column` (margin_column): a finite number >= 0, else an error
+    naming the file, row and column."""
+    by_row = {example.row: example for example in examples}
+    for pair in pairs:
+        value = by_row[pair.row].metadata.get(column)
+        try:
+            if value is None or isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DataError(str(source), pair.row, column, f"needs a number (the pair's target margin, "
+                            f"margin_column={column}), got {value!r}") from None
+        if not (math.isfinite(number) and number >= 0):
+            raise DataError(str(source), pair.row, column, f"a target margin must be a finite number >= 0, got {value!r}")
+        pair.target_margin = number
 
 
 @dataclass

@@ -32,6 +32,7 @@ from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fi
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
+from tokensift.train.hub import check_hub
 from tokensift.train.data import Schedule, TrainData, load_training_data, micro_batches, token_micro_batches
 from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
@@ -142,6 +143,7 @@ class Trainer:
         ds_setup.configure(self.accelerator, config)  # DeepSpeed's batch/clip values from ours, before any work
         self.output_dir = Path(config.output_dir)
         check_output_dir(self.output_dir)
+        check_hub(config)  # push_to_hub: token, network, id and write access now, not after training
         torch.manual_seed(config.seed)
         self.tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
         check_reference_tokenizer(config, self.tokenizer)
@@ -158,7 +160,7 @@ class Trainer:
         self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                                 gradient_checkpointing=config.gradient_checkpointing, lora=lora,
                                 device=self.accelerator.device, zero3_partition=True,
-                                attn_implementation=config.attn_implementation)
+                                attn_implementation=config.attn_implementation, qlora=config.qlora)
         self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
         if not self.deepspeed:  # DeepSpeed keeps its own fp32 masters (its bf16 config)
             keep_trained_weights_fp32(self.model)
@@ -395,7 +397,7 @@ class Trainer:
         saved_dtype = parse_dtype(cfg.dtype)  # the fp32 masters of a bf16 run are saved in bf16, as asked
         if full_state is not None:
             full_state = {k: v.to(saved_dtype) if v.is_floating_point() else v for k, v in full_state.items()}
-        elif saved_dtype != torch.float32 and not self.deepspeed:
+        elif saved_dtype != torch.float32 and not (self.deepspeed or cfg.qlora):  # QLoRA merges into a fresh base
             acc.unwrap_model(self.wrapper).model.to(saved_dtype)
         if acc.is_main_process:
             save_final(final, acc.unwrap_model(self.wrapper).model, self.tokenizer, cfg, self.data, total,

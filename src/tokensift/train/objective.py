@@ -51,4 +51,7 @@ def compute_loss(config, batch: PairBatch | SequenceBatch, logps, kl=None, ref_t
         ref_sums = torch.where(mask, ref_token_logps, torch.zeros_like(ref_token_logps)).sum(-1)
         args.update(ref_chosen_logps=batch.chosen(ref_sums), ref_rejected_logps=batch.rejected(ref_sums),
                     chosen_kl=batch.chosen(kl), rejected_kl=batch.rejected(kl))
+    for name in spec.pair_inputs:  # optional per-pair values the data brought (e.g. TSO's target_margin)
+        if getattr(batch, name, None) is not None:
+            args[name] = getattr(batch, name)
     return spec.function(**args, **keywords)

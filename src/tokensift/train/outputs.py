@@ -1,4 +1,9 @@
-"""What a run leaves behind: a checked output folder, the final model, and a run card."""
+"""What a run leaves behind: the final model, ready to publish as it is.
+
+final/ holds the weights (safetensors; LoRA runs: merged, with the adapter in adapter/), the tokenizer, a
+generation_config.json that stops at the chat template's turn end (so the published model stops where every
+training response ended), the model card README.md (train/card.py) and run_card.json (the machine-readable record).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from tokensift.data.chat_format import ChatFormat
 from tokensift.fsutil import replace_dir, write_json_atomic
+from tokensift.train.card import training_card
 
 def versions() -> dict:
     import accelerate
@@ -34,11 +41,14 @@ def share_tied(state_dict: dict, model) -> dict:
     return state_dict
 
 
-def save_gathered(folder: Path, model, state_dict: dict, config) -> None:
-    """The final model from a state dict gathered off FSDP / DeepSpeed shards (the live model stays sharded).
+def save_gathered(folder: Path, model, state_dict: dict | None, config) -> None:
+    """The final model from a state dict gathered off FSDP / DeepSpeed shards (the live model stays sharded), or
+    of a QLoRA run (state_dict None).
 
     LoRA: the adapter is written from the gathered weights, then merged into a whole copy of the base model
     loaded on this process, so that the folder holds what a one-process run writes (merged model + adapter/).
+    For QLoRA that copy is loaded unquantized, in the run's dtype: the published weights load without
+    bitsandbytes (merging into the 4-bit base would write 4-bit weights).
     """
     if not hasattr(model, "merge_and_unload"):
         model.save_pretrained(folder, safe_serialization=True, state_dict=share_tied(state_dict, model))
@@ -53,9 +63,30 @@ def save_gathered(folder: Path, model, state_dict: dict, config) -> None:
         folder, safe_serialization=True)
 
 
+def write_generation_config(folder: Path, tokenizer) -> list[int]:
+    """generation_config.json whose eos_token_id lists the chat template's turn end (then EOS): transformers,
+    vLLM and the hub's widgets stop there. Keeps what save_pretrained wrote from the model's own generation
+    config (sampling defaults); returns the stop ids."""
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(folder)
+    except OSError:  # the model had no generation config
+        generation = GenerationConfig()
+    stop_ids = ChatFormat.of(tokenizer).stop_ids
+    generation.eos_token_id = list(stop_ids)
+    if tokenizer.pad_token_id is not None:
+        generation.pad_token_id = tokenizer.pad_token_id
+    if tokenizer.bos_token_id is not None:
+        generation.bos_token_id = tokenizer.bos_token_id
+    generation.save_pretrained(folder)
+    return list(stop_ids)
+
+
 def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_metrics: dict, eval_metrics,
                seconds: float, state_dict: dict | None = None) -> None:
-    """save_pretrained (safetensors) + tokenizer + run_card.json, written to a temp folder and renamed.
+    """save_pretrained (safetensors) + tokenizer + generation_config.json + run_card.json + the model card
+    README.md, written to a temp folder and renamed; then uploaded when the config asks (push_to_hub).
 
     LoRA runs save the merged model (so every later stage loads a plain model) and the adapter beside it.
     """
@@ -63,7 +94,7 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
     tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex}")
     tmp.mkdir(parents=True)
     try:
-        if state_dict is not None:  # gathered from FSDP / DeepSpeed shards
+        if state_dict is not None or getattr(config, "qlora", False):  # gathered shards, or a 4-bit base
             save_gathered(tmp, model, state_dict, config)
         else:
             if hasattr(model, "merge_and_unload"):
@@ -71,6 +102,7 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
                 model = model.merge_and_unload()
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        stop_ids = write_generation_config(tmp, tokenizer)
         card = {
             "kind": "tokensift training run",
             "loss": config.loss,
@@ -85,6 +117,12 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
             "versions": versions(),
         }
         write_json_atomic(tmp / "run_card.json", card)
+        (tmp / "README.md").write_text(training_card(config, data, steps, train_metrics, eval_metrics, card["versions"],
+                                                     stop_ids), encoding="utf-8")
         replace_dir(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if getattr(config, "push_to_hub", False):
+        from tokensift.train.hub import push_final
+
+        push_final(folder, config, f"{config.loss} training, {steps} steps")

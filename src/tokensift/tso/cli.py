@@ -2,7 +2,7 @@
 
     tokensift tso run      --config configs/tso-quickstart.yaml   # everything: matrix, rounds, evaluation
     tokensift tso generate --config ...                           # only the fixed cells of the model matrix
-    tokensift tso review   --config ... [--review-file FILE.csv]  # flagged pairs for people to decide
+    tokensift tso review   --config ... [--review-file FILE.csv]  # pairs for people to decide, with the reason
 
 All three read the same config (TSOConfig; defaults < --config file < --options < key=value overrides), so
 they always agree on the run folder, the prompts and the generators. `run` exits with status 3 when it stops
@@ -55,8 +55,8 @@ def cmd_review(args) -> int:
 
     config = config_from_args(ReviewConfig, args, skip=SKIP)
     path, count = export_review(config, config.review_file, config.include_decided)
-    print(f"[tso] {count} flagged pairs written to {path}; fill in 'decision' (keep, flip or drop), then rerun "
-          f"with decisions={path}")
+    print(f"[tso] {count} pairs for review written to {path} (review_reason: disagreement, inconsistent, ambiguous "
+          f"or audit); fill in 'decision' (keep, flip or drop), then rerun with decisions={path}")
     return 0
 
 
@@ -71,7 +71,8 @@ def add_tso_parser(subparsers) -> argparse.ArgumentParser:
     for name, func, cls, help_text in (
         ("run", cmd_run, TSOConfig, "Run everything: matrix, K rounds (generate, judge, correct, train), evaluation."),
         ("generate", cmd_generate, TSOConfig, "Generate the fixed cells of the model matrix (resumable)."),
-        ("review", cmd_review, ReviewConfig, "Export flagged pairs for human decisions (the decisions-file format)."),
+        ("review", cmd_review, ReviewConfig, "Export the pairs for human review (confident disagreements, inconsistent "
+         "and ambiguous verdicts, an audit sample) in the decisions-file format."),
     ):
         parser = actions.add_parser(name, help=help_text, description=help_text)
         add_config_options(parser, cls)

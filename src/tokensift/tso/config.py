@@ -15,6 +15,7 @@ AlpacaEval matrix. One run uses one style. Human responses always rank above eve
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -23,15 +24,18 @@ from pathlib import Path
 from tokensift.config import build, option
 from tokensift.errors import UserError
 from tokensift.models import DEFAULT_MODEL
+from tokensift.train.hub import HUB_KEYS, HubArgs
 
 HUMAN = "human"  # the generator name of human responses
 PAIRINGS = ("rank_gap", "best_vs_worst")
-UNRESOLVED = ("flip", "drop", "keep", "stop")
+UNRESOLVED = ("keep", "flip", "drop", "stop")
+MARGIN_BY = ("rank_gap", "judge", "both")
 BACKENDS = ("auto", "transformers", "vllm")
 GENERATOR_KEYS = ("name", "model", "policy", "column", "size", "stage", "rank", "temperature", "top_p",
                   "max_new_tokens", "seed")
 # Set by the loop for every round; a user value would be silently overwritten, so it is refused instead.
-ROUND_OWNED_TRAIN_KEYS = ("data", "model", "reference", "output_dir", "loss", "resume", "eval_data")
+ROUND_OWNED_TRAIN_KEYS = ("data", "model", "reference", "output_dir", "loss", "resume", "eval_data", "margin_column")
+MARGIN_COLUMN = "target_margin"  # the column of pairs.jsonl holding each pair's scaled margin
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -135,7 +139,7 @@ def prior_ranks(specs: list[GeneratorSpec], with_human: bool) -> dict[str, int]:
 
 
 @dataclass
-class TSOConfig:
+class TSOConfig(HubArgs):
     output_dir: str = option("runs/tso", "Run folder: prompts.json, matrix/, round-XX/, eval/, report.json.")
     model: str = option(DEFAULT_MODEL, "Starting policy: round 1's reference and policy column (alias, hub id, folder).")
     prompts: str = option("", "Prompt source: a .jsonl/.json/.csv/.parquet file (or .gz), a dataset folder, "
@@ -169,12 +173,36 @@ class TSOConfig:
                                "levels: distinct size/stage (or rank) values are one level apart.")
     judge: dict[str, object] = option({}, "The AI-feedback judge, as for build_judge: {type: callable|reward_model|local_llm|"
                          "http, ...}. Cached in output_dir/judge-cache.sqlite unless it sets its own cache.")
-    flag_threshold: float = option(0.8, "A pair is flagged as a prior error when the judge prefers the prior's "
-                                   "rejected response with at least this probability (in (0.5, 1]).")
+    flag_threshold: float = option(0.8, "A pair is flagged as a prior error (a confident disagreement, sent to "
+                                   "review) when the judge prefers the prior's rejected response with at least "
+                                   "this probability (in (0.5, 1]).")
+    ambiguous_band: float = option(0.1, "A verdict within this distance of 0.5 (|p - 0.5| <= band) is ambiguous "
+                                   "and sent to review; 0 sends only exact ties. In [0, 0.5).")
+    audit_fraction: float = option(0.05, "Share of the remaining pairs of each round (the judge agrees with the "
+                                   "prior) sent to review as a seeded random audit sample (at least one when > 0); "
+                                   "0: no audit. In [0, 1].")
+    consistent_only: bool = option(False, "Drop undecided pairs whose two presentation orders name different "
+                                   "winners (judges that ask both orders: local_llm, http); otherwise they keep "
+                                   "the prior's order.")
     decisions: str | None = option(None, "Human decisions file (JSONL or CSV: pair_id, decision = keep|flip|drop); "
                                    "read when a round's pairs are corrected. `tokensift tso review` writes it.")
-    unresolved: str = option("flip", "Flagged pairs without a human decision: flip (trust the judge), drop, keep "
-                             "(trust the prior), or stop (halt the run so people can decide; rerun to go on).")
+    unresolved: str = option("keep", "Confident disagreements without a human decision: keep (the prior's order "
+                             "stands until a person flips it), flip (trust the AI judge alone: opt-in), drop, or "
+                             "stop (halt the run until people decide every reviewed pair; rerun to go on).")
+    scaled_margin: float = option(0.0, "Scaled preference optimization (docs/tso.md): each pair's target margin in "
+                                  "beta-scaled reward units is this value times its distance (margin_by); the "
+                                  "dual-clip loss then asks r_w - r_l to exceed it. 0: off (plain dual clip).")
+    margin_by: str = option("rank_gap", "The distance the scaled margin multiplies: rank_gap (ladder levels the "
+                            "chosen answer sits above the rejected one; 0 for flipped pairs), judge (2p - 1 of the "
+                            "judge's probability for the trained order, 1 for a human decision), or both (product).")
+    stability: bool = option(True, "After every round, sample the held-out prompts (eval_prompts) from the round's "
+                             "policy at temperature 1 and report KL to the start model and to the previous round "
+                             "and the judge's win rate over the previous round (a few forward passes per round).")
+    stop_min_win_rate: float | None = option(None, "Stop early when a round's win rate over the previous round "
+                                             "falls below this (e.g. 0.5); the final model is then the previous "
+                                             "round's. Needs stability and eval_prompts.")
+    stop_max_kl: float | None = option(None, "Stop early when a round's KL to the start model exceeds this many "
+                                       "nats per answer; the final model is then the previous round's.")
     train: dict[str, object] = option({}, "TrainConfig keys for each round's dual-clip training (beta, clip_chosen, "
                          "clip_rejected, learning_rate, epochs, batch_size, max_length, ...).")
     progress: bool = option(True, "Show progress bars.")
@@ -203,8 +231,28 @@ class TSOConfig:
             raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got '{self.backend}'")
         if not 0.5 < self.flag_threshold <= 1:
             raise UserError(f"flag_threshold must lie in (0.5, 1], got {self.flag_threshold}")
+        if not 0 <= self.ambiguous_band < 0.5:
+            raise UserError(f"ambiguous_band must lie in [0, 0.5), got {self.ambiguous_band}")
+        if not 0 <= self.audit_fraction <= 1:
+            raise UserError(f"audit_fraction must lie in [0, 1], got {self.audit_fraction}")
+        if not (self.scaled_margin >= 0 and math.isfinite(self.scaled_margin)):
+            raise UserError(f"scaled_margin must be a finite number >= 0, got {self.scaled_margin}")
+        if self.margin_by not in MARGIN_BY:
+            raise UserError(f"margin_by must be one of {', '.join(MARGIN_BY)}, got '{self.margin_by}'")
+        self.validate_stops()
+        self.validate_hub()
         self.generator_specs()
         self.train_config("placeholder.jsonl", self.model, "placeholder", round_index=1)
+
+    def validate_stops(self) -> None:
+        if self.stop_min_win_rate is not None and not 0 < self.stop_min_win_rate <= 1:
+            raise UserError(f"stop_min_win_rate must lie in (0, 1], got {self.stop_min_win_rate}")
+        if self.stop_max_kl is not None and not self.stop_max_kl > 0:
+            raise UserError(f"stop_max_kl must be a positive number of nats, got {self.stop_max_kl}")
+        if (self.stop_min_win_rate is not None or self.stop_max_kl is not None) and not (
+                self.stability and self.eval_prompts > 0):
+            raise UserError("stop_min_win_rate / stop_max_kl read each round's answers on the held-out prompts: "
+                            "they need stability=true and eval_prompts > 0")
 
     def generator_specs(self) -> list[GeneratorSpec]:
         defaults = {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens}
@@ -218,15 +266,19 @@ class TSOConfig:
         if owned:
             raise UserError(f"train.{owned[0]} is set by each TSO round and cannot be given "
                             f"(round-owned keys: {', '.join(ROUND_OWNED_TRAIN_KEYS)})")
+        hub = sorted(set(self.train) & set(HUB_KEYS))
+        if hub:
+            raise UserError(f"train.{hub[0]}: a TSO run publishes its final model, not each round's; set "
+                            f"{hub[0]} at the top level of the TSO config")
         values = {"max_length": 512, "max_prompt_length": 256, "seed": self.seed, "progress": self.progress,
                   "ref_cache_dir": str(Path(self.output_dir) / "ref-cache"), **self.train,
                   "data": data, "model": model, "reference": None, "output_dir": output_dir, "loss": "tso",
-                  "resume": True}
+                  "resume": True, "margin_column": MARGIN_COLUMN if self.scaled_margin > 0 else None}
         return build(TrainConfig, values, prefix="train.")
 
 
 @dataclass
 class ReviewConfig(TSOConfig):
-    review_file: str | None = option(None, "Where to write the flagged pairs (.jsonl or .csv; default "
+    review_file: str | None = option(None, "Where to write the pairs for review (.jsonl or .csv; default "
                                      "output_dir/review.jsonl). Fill in 'decision' and pass it as decisions=FILE.")
-    include_decided: bool = option(False, "Also export flagged pairs that already have a decision in the decisions file.")
+    include_decided: bool = option(False, "Also export reviewed pairs that already have a decision in the decisions file.")

@@ -4,16 +4,18 @@
     for k in 1..K:                                  # folder round-XX/
         reference = policy_{k-1}                    # frozen: the Trainer caches its log-probs before step 1
         candidates = fixed cells + policy_{k-1}'s fresh answers + human responses   (candidates.jsonl)
-        pairs = prior ordering -> judge -> flags                                    (judged.jsonl, review.jsonl)
-        pairs = human decisions, then the unresolved policy                         (pairs.jsonl, decisions-applied.jsonl)
+        pairs = prior ordering -> judge -> review classes                           (judged.jsonl, review.jsonl)
+        pairs = human decisions, then the defaults (prior order)                    (pairs.jsonl, decisions-applied.jsonl)
         policy_k = dual-clip DPO (loss=tso) from policy_{k-1} on the pairs           (train/, train/final)
-        report                                                                      (report.json, round.json)
+        stability: KL to policy_0 and policy_{k-1}, win rate over policy_{k-1}      (stability.json)
+        report; stop early when asked and the round did not improve                 (report.json, round.json)
 
 Resume: a round with round.json is finished and skipped. Inside a round each sub-step's output file is
 written atomically and last, so its existence means "done": a rerun skips it and continues with the next
 (generation at its first missing block, training from its last checkpoint with resume=true). The run's
 settings are saved in tso-config.json and a rerun with different settings is refused, except the human
-review keys (decisions, unresolved) and progress, which may change between reruns.
+review keys (decisions, unresolved, consistent_only), publishing (push_to_hub ...) and progress, which may
+change between reruns.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir, write_json_atomic
-from tokensift.tso.config import TSOConfig, prior_ranks
+from tokensift.tso.config import MARGIN_COLUMN, TSOConfig, prior_ranks
 from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
 from tokensift.tso.files import (
     read_json,
@@ -42,26 +44,29 @@ from tokensift.tso.matrix import (
     fill_fixed_matrix,
     read_offline_cells,
 )
+from tokensift.train.hub import HUB_KEYS, check_hub
 from tokensift.tso.pairs import (
     REVIEW_COLUMNS,
     Pair,
     build_pairs,
     correct_pairs,
-    is_flagged,
     judge_pairs,
     read_decisions,
     review_rows,
+    scaled_margin,
 )
 from tokensift.tso.prompts import prepare_prompts, save_prompts
+from tokensift.tso.publish import publish_final
+from tokensift.tso.report import TRAIN_METRICS, format_round
+from tokensift.tso.review import ReviewSettings, review_reasons
+from tokensift.tso.stability import measure_round, stop_reason
 
-REVIEW_KEYS = ("decisions", "unresolved", "progress", "vllm_tensor_parallel")  # may change between reruns
-TRAIN_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
-                 "clip/chosen_fraction", "clip/rejected_fraction")
-SIGNED = ("rewards/chosen", "rewards/rejected", "rewards/margin")
+# may change between reruns: they decide nothing a finished round depends on
+REVIEW_KEYS = ("decisions", "unresolved", "consistent_only", "progress", "vllm_tensor_parallel", *HUB_KEYS)
 
 
 class ReviewNeeded(UserError):
-    """unresolved=stop and some flagged pairs have no human decision: the run stops so people can decide."""
+    """unresolved=stop and some reviewed pairs have no human decision: the run stops so people can decide."""
 
 
 def open_judge(config: TSOConfig):
@@ -185,16 +190,21 @@ def round_corrections(run: TSORun, k: int, folder: Path, pairs: list[Pair]) -> d
         return read_json(folder / "corrections.json")
     config = run.config
     decisions = read_decisions(config.decisions)
-    flagged = [p for p in pairs if is_flagged(p, config.flag_threshold)]
-    write_table(folder / "review.jsonl", review_rows(flagged, run.prompts.records, k, decisions), REVIEW_COLUMNS)
-    result = correct_pairs(pairs, run.prompts.records, config.flag_threshold, decisions, config.unresolved)
+    reasons = review_reasons(pairs, ReviewSettings.of(config), k)
+    reviewed = [p for p in pairs if p.pair_id in reasons]
+    write_table(folder / "review.jsonl", review_rows(reviewed, run.prompts.records, k, decisions, reasons),
+                REVIEW_COLUMNS)
+    result = correct_pairs(pairs, run.prompts.records, reasons, decisions, config.unresolved, config.consistent_only)
     if result.unresolved:
         raise ReviewNeeded(
-            f"round {k}: {len(result.unresolved)} flagged pairs need a human decision (unresolved=stop). Write "
+            f"round {k}: {len(result.unresolved)} reviewed pairs need a human decision (unresolved=stop). Write "
             f"them out with `tokensift tso review --config ...` (or edit {folder / 'review.jsonl'}), fill in "
             "'decision' (keep, flip or drop), pass the file as decisions=FILE and rerun: the run continues here.")
+    if config.scaled_margin > 0:
+        for row in result.train_rows:
+            row[MARGIN_COLUMN] = scaled_margin(row, config.scaled_margin, config.margin_by)
     summary_ = {"counts": dict(result.counts), "decisions_file": config.decisions, "unresolved_policy": config.unresolved,
-                "flag_threshold": config.flag_threshold}
+                "review": dataclasses.asdict(ReviewSettings.of(config)), "consistent_only": config.consistent_only}
     write_jsonl(folder / "decisions-applied.jsonl", result.applied)
     write_json_atomic(folder / "corrections.json", summary_)
     write_jsonl(path, result.train_rows)
@@ -242,35 +252,13 @@ def run_round(run: TSORun, k: int, fixed: dict) -> dict:
         "pairing": pairing, "corrections": corrections["counts"],
         "train": {"steps": steps, **{m: metrics[m] for m in TRAIN_METRICS if m in metrics}},
     }
+    if run.config.stability and run.prompts.eval:
+        report["stability"] = measure_round(run, k, folder, policy, policy_out)
+        report["stop"] = stop_reason(report["stability"], run.config)
     write_json_atomic(folder / "report.json", report)
     write_json_atomic(done, report)
     print(format_round(report))
     return report
-
-
-def format_round(report: dict) -> str:
-    """The printed round report: candidates, pairs, judge agreement, outcome counts, last training step."""
-    c, p, cand = report["corrections"], report["pairing"], report["candidates"]
-    pairs, agree = c.get("pairs", 0), c.get("judge_agrees", 0)
-    generators = ", ".join(f"{g} {n}" for g, n in cand["per_generator"].items())
-    missing = f"; missing/empty: {cand['missing_or_empty']}" if cand["missing_or_empty"] else ""
-    head = (f"[tso] round {report['round']}/{report['rounds']}: {report['prompts']} prompts, "
-            f"{cand['total']} candidates ({generators}){missing}")
-    pairing = (f"  pairs: {pairs} built ({p.get('identical_skipped', 0)} identical skipped, "
-               f"{p.get('prompts_without_pair', 0)} prompts without a pair); judge agrees with the prior on "
-               f"{agree}/{pairs} ({agree / max(pairs, 1):.0%}), disagrees on {c.get('judge_disagrees', 0)}")
-    outcomes = (f"  flagged {c.get('flagged', 0)}; human keep/flip/drop {c.get('human_keep', 0)}/"
-                f"{c.get('human_flip', 0)}/{c.get('human_drop', 0)}; unresolved -> flip/drop/keep "
-                f"{c.get('unresolved_policy_flip', 0)}/{c.get('unresolved_policy_drop', 0)}/"
-                f"{c.get('unresolved_policy_keep', 0)}; totals: kept {c.get('kept', 0)}, flipped "
-                f"{c.get('flipped', 0)}, dropped {c.get('dropped', 0)}; trained on {c.get('trained', 0)} pairs")
-    lines = [head, pairing, outcomes]
-    t = report["train"]
-    if t.get("steps"):
-        shown = ", ".join(f"{name} {t[name]:+.4f}" if name in SIGNED else f"{name} {t[name]:.4f}"
-                          for name in TRAIN_METRICS if name in t)
-        lines.append(f"  train ({t['steps']} steps, last step): {shown}")
-    return "\n".join(lines)
 
 
 def eval_sampling(run: TSORun) -> dict:
@@ -291,6 +279,7 @@ def run_tso(config: TSOConfig, judge=None) -> dict:
             "launcher; generation scales with backend=vllm (tensor parallel over the GPUs of one machine)"
         )
     run = TSORun(config, judge)
+    check_hub(config)  # push_to_hub: token, network, id and write access before any work
     print(run.describe())
     judge = run.judge  # built now: a bad judge spec fails before an hour of generation, not after it
     run.begin()
@@ -301,28 +290,37 @@ def run_tso(config: TSOConfig, judge=None) -> dict:
         before = evaluate_model(run.out / "eval" / "before.json", config.model, held, judge, config,
                                 eval_sampling(run))
         print(f"[tso] before training: {describe(summary(before, None, None))}")
-    reports = [run_round(run, k, fixed) for k in range(1, config.rounds + 1)]
-    final = reports[-1]["policy_out"]
-    result = {"final_model": final, "rounds": reports}
+    reports, stopped = [], None
+    for k in range(1, config.rounds + 1):
+        reports.append(run_round(run, k, fixed))
+        if reports[-1].get("stop"):
+            stopped = {"round": k, "reason": reports[-1]["stop"], "rounds_skipped": config.rounds - k}
+            print(f"[tso] stopped after round {k}: {stopped['reason']}; {stopped['rounds_skipped']} rounds skipped")
+            break
+    # An early stop means the stopping round did not help: the final model is the one it started from.
+    final = reports[-1]["policy_in"] if stopped else reports[-1]["policy_out"]
+    result = {"final_model": final, "rounds": reports, **({"stopped_early": stopped} if stopped else {})}
     if held:
         after = evaluate_model(run.out / "eval" / "after.json", final, held, judge, config, eval_sampling(run))
         result["eval"] = summary(before, after, win_rate(before, after, held, judge))
         print(f"[tso] evaluation: {describe(result['eval'])}")
     decided = read_decisions(config.decisions)
     if decided:
-        known = {r["pair_id"] for k in range(1, config.rounds + 1)
+        known = {r["pair_id"] for k in range(1, len(reports) + 1)
                  for r in read_jsonl(run.out / f"round-{k:02d}" / "judged.jsonl")}
         result["decisions_unmatched"] = sorted(set(decided) - known)
         if result["decisions_unmatched"]:
             print(f"[tso] warning: {len(result['decisions_unmatched'])} of {len(decided)} decisions in "
                   f"{config.decisions} match no pair of this run (first: {result['decisions_unmatched'][0]})")
     write_json_atomic(run.out / "report.json", result)
+    publish_final(run, result)
     print(f"[tso] final model: {final}; report: {run.out / 'report.json'}")
     return result
 
 
 def export_review(config, output: str | None, include_decided: bool) -> tuple[Path, int]:
-    """`tokensift tso review`: every flagged pair of the run's judged rounds, in the decisions-file format."""
+    """`tokensift tso review`: every reviewed pair of the run's judged rounds (each with its reason: confident
+    disagreement, inconsistent or ambiguous verdict, audit sample), in the decisions-file format."""
     run_dir = Path(config.output_dir)
     if not check_run_config(config):
         raise UserError(f"{run_dir} holds no TSO run yet; start one with `tokensift tso run` first")
@@ -336,10 +334,9 @@ def export_review(config, output: str | None, include_decided: bool) -> tuple[Pa
         path = run_dir / f"round-{k:02d}" / "judged.jsonl"
         if not path.exists():
             continue
-        flagged = [p for p in map(Pair.from_row, read_jsonl(path)) if is_flagged(p, config.flag_threshold)]
-        if not include_decided:
-            flagged = [p for p in flagged if p.pair_id not in decisions]
-        rows += review_rows(flagged, records, k, decisions)
+        pairs = [Pair.from_row(r) for r in read_jsonl(path)]
+        reasons = review_reasons(pairs, ReviewSettings.of(config), k)
+        reviewed = [p for p in pairs if p.pair_id in reasons and (include_decided or p.pair_id not in decisions)]
+        rows += review_rows(reviewed, records, k, decisions, reasons)
     write_table(target, rows, REVIEW_COLUMNS)
     return target, len(rows)
-

@@ -3,12 +3,16 @@
 1. Pairs: the prior says a higher-ranked candidate (human > larger > smaller, later > earlier stage) beats a
    lower-ranked one. `rank_gap` pairs every two candidates of a prompt whose ranks differ by at least g;
    `best_vs_worst` gives one pair per prompt, top against bottom.
-2. AI feedback: the judge gives p = P(prior's chosen is better). A pair is *flagged* as a "model preference
-   error" when the judge confidently disagrees: p <= 1 - flag_threshold.
-3. Human feedback: a decisions file maps pair ids to keep (the prior is right), flip (the other response is
-   better) or drop (tie, or both bad). A human decision applies to any pair, flagged or not.
-4. Flagged pairs nobody decided follow the `unresolved` policy: flip, drop, keep, or stop the run for review.
-Every outcome is counted; nothing leaves the data unaccounted for.
+2. AI feedback: the judge gives p = P(prior's chosen is better), and, for judges that ask both presentation
+   orders, each order's verdict (kept in `judge_detail`).
+3. Review (tso/review.py): confident disagreements, inconsistent and ambiguous verdicts and a seeded audit
+   sample go to people, each pair with its reason.
+4. Human feedback: a decisions file maps pair ids to keep (the prior is right), flip (the other response is
+   better) or drop (tie, or both bad). A human decision applies to any pair, reviewed or not.
+5. Undecided pairs keep the prior's order, except: a confident disagreement follows the `unresolved` policy
+   (keep by default; flip on the judge's word alone is an explicit opt-in; drop; or stop the run for review),
+   an inconsistent verdict is dropped with `consistent_only`, and with `unresolved: stop` every reviewed pair
+   waits for a person. Every outcome is counted; nothing leaves the data unaccounted for.
 
 Pair ids are the first 16 hex digits of sha256 over (prompt id, prior-chosen generator and text,
 prior-rejected generator and text): stable across runs, machines and resumes, and different whenever either
@@ -28,14 +32,16 @@ from tokensift.data.io import iter_raw_rows
 from tokensift.errors import DataError, UserError
 from tokensift.judges.base import format_conversation
 from tokensift.tso.matrix import Candidate
+from tokensift.tso.review import order_verdicts, reason_counts
 
 DECISIONS = ("keep", "flip", "drop")
 # Every count a correction reports, present (as 0) even when nothing happened, so reports compare cleanly.
 OUTCOME_COUNTS = ("pairs", "judge_agrees", "judge_disagrees", "flagged", "kept", "flipped", "dropped",
                   "human_keep", "human_flip", "human_drop", "unresolved_policy_keep", "unresolved_policy_flip",
-                  "unresolved_policy_drop", "trained", "unresolved_waiting")
-REVIEW_COLUMNS = ["pair_id", "decision", "round", "prompt_id", "prompt", "chosen_generator", "chosen_rank",
-                  "chosen_text", "rejected_generator", "rejected_rank", "rejected_text", "judge_p_chosen"]
+                  "unresolved_policy_drop", "consistency_drop", "trained", "unresolved_waiting")
+REVIEW_COLUMNS = ["pair_id", "decision", "review_reason", "round", "prompt_id", "prompt", "chosen_generator",
+                  "chosen_rank", "chosen_text", "rejected_generator", "rejected_rank", "rejected_text",
+                  "judge_p_chosen", "judge_p_chosen_shown_first", "judge_p_chosen_shown_second"]
 
 
 @dataclass
@@ -103,10 +109,6 @@ def judge_pairs(pairs: list[Pair], prompts: dict, judge) -> None:
         pair.judge_detail = verdict.detail
 
 
-def is_flagged(pair: Pair, flag_threshold: float) -> bool:
-    return pair.judge_p is not None and pair.judge_p <= 1.0 - flag_threshold
-
-
 @dataclass
 class Decision:
     decision: str
@@ -153,20 +155,28 @@ class Correction:
     unresolved: list[Pair]  # flagged, undecided pairs when the policy is "stop"
 
 
-def correct_pairs(pairs: list[Pair], prompts: dict, flag_threshold: float, decisions: dict[str, Decision],
-                  unresolved: str) -> Correction:
-    counts, train_rows, applied, waiting = Counter({key: 0 for key in OUTCOME_COUNTS}), [], [], []
+def correct_pairs(pairs: list[Pair], prompts: dict, reasons: dict[str, str], decisions: dict[str, Decision],
+                  unresolved: str, consistent_only: bool = False) -> Correction:
+    """Apply human decisions, then the defaults (module docstring, step 5). `reasons`: pair_id -> review reason
+    (tso/review.py) for the pairs that went to people."""
+    counts = Counter({key: 0 for key in OUTCOME_COUNTS})
+    counts.update(reason_counts(pairs, reasons))
+    train_rows, applied, waiting = [], [], []
     for pair in pairs:
-        flagged = is_flagged(pair, flag_threshold)
+        reason = reasons.get(pair.pair_id)
         counts["pairs"] += 1
-        counts["flagged"] += flagged
+        counts["flagged"] += reason == "disagreement"
         if pair.judge_p is not None:
             counts["judge_agrees"] += pair.judge_p > 0.5
             counts["judge_disagrees"] += pair.judge_p < 0.5
         if pair.pair_id in decisions:
             action, by = decisions[pair.pair_id].decision, "human"
-        elif flagged:
+        elif reason == "disagreement":
             action, by = unresolved, "unresolved_policy"
+        elif reason == "inconsistent" and consistent_only:
+            action, by = "drop", "consistency"
+        elif reason and unresolved == "stop":
+            action, by = "stop", "unresolved_policy"
         else:
             action, by = "keep", "prior"
         if action == "stop":
@@ -175,8 +185,8 @@ def correct_pairs(pairs: list[Pair], prompts: dict, flag_threshold: float, decis
         counts[{"keep": "kept", "flip": "flipped", "drop": "dropped"}[action]] += 1
         if by != "prior":
             counts[f"{by}_{action}"] += 1
-        applied.append({"pair_id": pair.pair_id, "flagged": flagged, "judge_p_chosen": pair.judge_p,
-                        "action": action, "decided_by": by})
+        applied.append({"pair_id": pair.pair_id, "review_reason": reason, "flagged": reason == "disagreement",
+                        "judge_p_chosen": pair.judge_p, "action": action, "decided_by": by})
         if action == "drop":
             continue
         high, low = (pair.rejected, pair.chosen) if action == "flip" else (pair.chosen, pair.rejected)
@@ -184,6 +194,7 @@ def correct_pairs(pairs: list[Pair], prompts: dict, flag_threshold: float, decis
             "pair_id": pair.pair_id, "prompt": prompts[pair.prompt_id].messages, "chosen": high.text,
             "rejected": low.text, "chosen_generator": high.generator, "rejected_generator": low.generator,
             "chosen_rank": high.prior_rank, "rejected_rank": low.prior_rank, "flipped": action == "flip",
+            "decided_by": by,
             "judge_p_chosen": None if pair.judge_p is None else (1 - pair.judge_p if action == "flip" else pair.judge_p),
         })
     counts["trained"] = len(train_rows)
@@ -191,21 +202,43 @@ def correct_pairs(pairs: list[Pair], prompts: dict, flag_threshold: float, decis
     return Correction(train_rows, applied, counts, waiting)
 
 
+def scaled_margin(row: dict, scale: float, by: str) -> float:
+    """A train row's target margin (the "scaled" of TSO, docs/tso.md): `scale` times its distance.
+
+    rank_gap: the ladder levels the trained chosen answer sits above the rejected one, max(0, rank_c - rank_r):
+    a flipped pair (the ladder was wrong about it) gets 0. judge: the judge's confidence in the trained order,
+    max(0, 2p - 1); 1 when a person decided the pair. both: the product.
+    """
+    gap = max(0, row["chosen_rank"] - row["rejected_rank"])
+    if row.get("decided_by") == "human":
+        confidence = 1.0
+    elif row.get("judge_p_chosen") is None:
+        confidence = 0.0
+    else:
+        confidence = max(0.0, 2.0 * row["judge_p_chosen"] - 1.0)
+    return scale * {"rank_gap": gap, "judge": confidence, "both": gap * confidence}[by]
+
+
 def prompt_text(messages: list[dict]) -> str:
     return messages[0]["content"] if len(messages) == 1 else format_conversation(messages)
 
 
-def review_rows(pairs: list[Pair], prompts: dict, round_index: int, decisions: dict[str, Decision]) -> list[dict]:
-    """Rows for people: both texts, generators, prior ranks and the judge's probability; `decision` is
-    pre-filled from the decisions file (empty when undecided), so the sheet reads back as a decisions file."""
+def review_rows(pairs: list[Pair], prompts: dict, round_index: int, decisions: dict[str, Decision],
+                reasons: dict[str, str]) -> list[dict]:
+    """Rows for people: why the pair is there, both texts, generators, prior ranks, the judge's probability and
+    both presentation orders' verdicts (empty for judges that give one); `decision` is pre-filled from the
+    decisions file (empty when undecided), so the sheet reads back as a decisions file."""
     rows = []
     for pair in pairs:
         decided = decisions.get(pair.pair_id)
+        orders = order_verdicts(pair.judge_detail) or (None, None)
         rows.append({"pair_id": pair.pair_id, "decision": decided.decision if decided else "",
-                     "round": round_index, "prompt_id": pair.prompt_id,
+                     "review_reason": reasons.get(pair.pair_id, ""), "round": round_index, "prompt_id": pair.prompt_id,
                      "prompt": prompt_text(prompts[pair.prompt_id].messages),
                      "chosen_generator": pair.chosen.generator, "chosen_rank": pair.chosen.prior_rank,
                      "chosen_text": pair.chosen.text, "rejected_generator": pair.rejected.generator,
                      "rejected_rank": pair.rejected.prior_rank, "rejected_text": pair.rejected.text,
-                     "judge_p_chosen": None if pair.judge_p is None else round(pair.judge_p, 6)})
+                     "judge_p_chosen": None if pair.judge_p is None else round(pair.judge_p, 6),
+                     "judge_p_chosen_shown_first": None if orders[0] is None else round(orders[0], 6),
+                     "judge_p_chosen_shown_second": None if orders[1] is None else round(orders[1], 6)})
     return rows
