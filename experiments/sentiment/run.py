@@ -141,7 +141,7 @@ def oracles_and_scores(args, out: Path, pairs: Path) -> dict[str, Path]:
         if not training_done(config):
             print(f"[sentiment] training {name}")
             train_oracle(config)
-        for epoch, model in ((1, out / name / f"checkpoint-{per_epoch}"), (2, out / name / "final")):
+        for epoch, model in ((1, out / name / f"checkpoint-{per_epoch:08d}"), (2, out / name / "final")):
             if epoch == 1:
                 model = export_checkpoint(args, model, out / name / "epoch-1")
             folder = out / f"scores-f{fraction:g}-e{epoch}"

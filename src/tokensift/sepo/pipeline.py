@@ -81,18 +81,28 @@ class SePOConfig:
 
 
 def training_done(config: TrainConfig) -> bool:
-    """The stage's final model exists and was trained with exactly this config."""
+    """The stage's final model exists and was trained with exactly this config. A setting the run's card does not
+    record (added by a later version of tokensift) counts as its default, so upgrading keeps finished runs."""
     card = Path(config.output_dir) / "final" / "run_card.json"
     if not card.exists():
         return False
     recorded = json.loads(card.read_text()).get("config", {})
-    current = json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    current = as_json(dataclasses.asdict(config))
+    defaults = as_json({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                        for f in dataclasses.fields(config)
+                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
     ignore = {"resume", "progress", *HUB_KEYS}  # publishing does not change what was trained
-    if {k: v for k, v in recorded.items() if k not in ignore} != {k: v for k, v in current.items() if k not in ignore}:
-        raise UserError(
-            f"{config.output_dir} holds a finished run with other settings; delete it or choose another output_dir"
-        )
+    changed = [f"{k}: {recorded.get(k, defaults.get(k))!r} -> {current.get(k)!r}"
+               for k in sorted((set(recorded) | set(current)) - ignore)
+               if recorded.get(k, defaults.get(k)) != current.get(k)]
+    if changed:
+        raise UserError(f"{config.output_dir} holds a finished run with other settings ({'; '.join(changed[:5])}"
+                        f"{' ...' if len(changed) > 5 else ''}); delete it or choose another output_dir")
     return True
+
+
+def as_json(values: dict) -> dict:
+    return json.loads(json.dumps(values, default=str))
 
 
 def run_pipeline(config: SePOConfig) -> dict:
