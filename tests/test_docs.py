@@ -21,3 +21,20 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     assert "2 steps, eval accuracy" in out and "refused: loss=sepo does not read beta" in out
     assert (tmp_path / "api-demo" / "sepo" / "policy" / "final" / "model.safetensors").exists()
     assert "key tokens of the first pair:" in out
+
+
+def test_relative_links_in_the_docs_point_at_files_that_exist():
+    """Every relative Markdown link of README.md, BENCHMARKS.md and docs/ names a file or folder of the repository
+    (anchors are not checked)."""
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", root / "BENCHMARKS.md", *sorted((root / "docs").rglob("*.md"))]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # code blocks hold no links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#", 1)[0]
+            if not path or re.match(r"[a-z]+:", path):
+                continue
+            if not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(root)}: {target}")
+    assert not broken, "links to missing files:\n" + "\n".join(broken)

@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import alpaca_split, run_training  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-METHODS = {
-    "dpo": {"loss": "dpo", "beta": 0.1},
-    "simpo": {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5},
+METHODS = {  # per seed in this order: SePO and its control first
     "sepo": {"loss": "sepo", "selector": "oracle", "k_chosen": 0.3, "k_rejected": 0.3},
     "random": {"loss": "sepo", "selector": "random", "k_chosen": 0.3, "k_rejected": 0.3},
+    "dpo": {"loss": "dpo", "beta": 0.1},
+    "simpo": {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5},
 }
 PAIRS_OF_INTEREST = (("sepo", "random"), ("sepo", "dpo"), ("sepo", "simpo"), ("dpo", "simpo"))
 
@@ -126,9 +126,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--train-pairs", type=int, default=160)
     parser.add_argument("--test-pairs", type=int, default=200)
-    parser.add_argument("--max-length", type=int, default=224)
-    parser.add_argument("--max-prompt-length", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=5e-6)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-prompt-length", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--sepo-gamma", type=float, default=2.3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args()
@@ -142,26 +142,27 @@ def main() -> None:
     started = time.perf_counter()
     train, test = alpaca_split(out, args.train_pairs, args.test_pairs)
     scores = oracle_scores(args, out, train)
-    folders = {}
-    for name, settings in METHODS.items():
-        for seed in args.seeds:
+    cache = out / "correct.json"
+    done = json.loads(cache.read_text()) if cache.exists() else {}
+    for seed in args.seeds:  # a whole seed at a time: after each, the summary covers the seeds finished so far
+        folders = {}
+        for name, settings in METHODS.items():
             values = {**common(args, train), **settings, "seed": seed, "output_dir": str(out / f"{name}-seed{seed}")}
             if settings["loss"] == "sepo":
                 values.update(scores=str(scores), sepo_gamma=args.sepo_gamma)
             run_training(build(TrainConfig, values))
             folders[f"{name}-seed{seed}"] = out / f"{name}-seed{seed}" / "final"
-    cache = out / "correct.json"
-    done = json.loads(cache.read_text()) if cache.exists() else {}
-    todo = {k: v for k, v in folders.items() if k not in done}
-    if todo:
-        done.update(correct_per_pair(args, test, todo))
-        cache.write_text(json.dumps(done))
-    correct = {name: np.array([done[f"{name}-seed{s}"] for s in args.seeds]) for name in METHODS}
-    summary = {**summarise(correct), "settings": vars(args), "minutes": (time.perf_counter() - started) / 60}
-    (docs / "seeds.json").write_text(json.dumps(summary, indent=2))
-    (docs / "seeds.md").write_text(markdown(summary))
-    print(markdown(summary))
-
+        todo = {k: v for k, v in folders.items() if k not in done}
+        if todo:
+            done.update(correct_per_pair(args, test, todo))
+            cache.write_text(json.dumps(done))
+        finished = [s for s in args.seeds if all(f"{name}-seed{s}" in done for name in METHODS)]
+        correct = {name: np.array([done[f"{name}-seed{s}"] for s in finished]) for name in METHODS}
+        summary = {**summarise(correct), "seeds_finished": finished, "settings": vars(args),
+                   "minutes": (time.perf_counter() - started) / 60}
+        (docs / "seeds.json").write_text(json.dumps(summary, indent=2))
+        (docs / "seeds.md").write_text(markdown(summary))
+        print(markdown(summary))
 
 if __name__ == "__main__":
     main()

@@ -13,12 +13,12 @@
    random-k (SePO's loss on as many random tokens: the control), ConfPO-style (SimPO on the tokens below the
    policy's mean probability) and selected-token DPO (DPO summed over the oracle's key tokens, policy and
    reference alike).
-5. Every 10 steps each run is evaluated on fresh samples for the 80 test prompts: gold reward (mean VADER) and
+5. Every 20 steps each run is evaluated on fresh samples for the 80 test prompts: gold reward (mean VADER) and
    KL(policy || start) (Monte-Carlo on the same samples). Each method's reward at KL = 1, 2 and 4 nats is read off
    its runs by interpolation (tokensift.eval.frontier), with standard errors; SePO against random-k and DPO.
 6. Key-token precision of every selector: the share of the selected chosen tokens that lie on VADER-positive words,
    over what random tokens in the same numbers would give.
-Every stage is resumable: rerunning skips what is done. About 4 hours on 2 CPU cores.
+Every stage is resumable: rerunning skips what is done. About 2.5 hours on 2 CPU cores shared with another job.
 """
 
 from __future__ import annotations
@@ -41,16 +41,17 @@ REF_LRS, SEL_LRS, FREE_LRS = (1e-5, 2.5e-5, 5e-5), (2.5e-5, 5e-5, 1e-4), (1e-6, 
 # name: (label, colour, settings, learning rates). Reference-free runs (SePO, random-k) move further per step, and
 # selected-token DPO's sums cover a third of the tokens (smaller rewards, smaller steps): each method's three
 # rates are chosen so that its runs span KL 0-4 in 40 steps. "scores" is the frontier oracle's (run.py fills it in).
-METHODS = {
-    "dpo": ("DPO", "tab:blue", {"loss": "dpo", "beta": 0.1}, REF_LRS),
-    "simpo": ("SimPO", "tab:orange", {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5}, REF_LRS),
+METHODS = {  # in the order they train: the comparison the experiment is for (SePO, its control, DPO) first
     "sepo": ("SePO (oracle, k=0.3)", "tab:red", {"loss": "sepo", "selector": "oracle", **K}, FREE_LRS),
     "random": ("random-k (k=0.3)", "tab:gray", {"loss": "sepo", "selector": "random", **K}, FREE_LRS),
-    "confpo": ("ConfPO-style", "tab:green",
-               {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5, "selector": "confidence"}, REF_LRS),
+    "dpo": ("DPO", "tab:blue", {"loss": "dpo", "beta": 0.1}, REF_LRS),
+    "simpo": ("SimPO", "tab:orange", {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5}, REF_LRS),
     "seldpo": ("selected-token DPO", "tab:purple", {"loss": "dpo", "beta": 0.1, "selector": "oracle", **K},
                SEL_LRS),
+    "confpo": ("ConfPO-style", "tab:green",
+               {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5, "selector": "confidence"}, REF_LRS),
 }
+COMPARISONS = (("sepo", "random"), ("sepo", "dpo"), ("seldpo", "dpo"), ("confpo", "simpo"))
 ORACLE_FRACTIONS = (0.1, 0.3, 1.0)
 TARGET_KLS = (1.0, 2.0, 4.0)
 TEMPLATES = (
@@ -158,27 +159,28 @@ def run_name(method: str, lr: float) -> str:
     return f"{method}-lr{lr:g}"
 
 
-def train_methods(args, out: Path, pairs: Path, scores: Path) -> dict:
+def train_method(args, out: Path, pairs: Path, scores: Path, method: str) -> list[str]:
+    """The method's runs, one per learning rate: their names."""
     from tokensift.api import train_model
     from tokensift.config import build
     from tokensift.sepo.pipeline import training_done
     from tokensift.train.config import TrainConfig
 
-    runs = {}
-    for method, (_, _, settings, lrs) in METHODS.items():
-        for lr in lrs:
-            name = run_name(method, lr)
-            values = {**common(args, pairs), **settings, "learning_rate": lr, "output_dir": str(out / name)}
-            if settings.get("selector") == "oracle":
-                values["scores"] = str(scores)
-            if settings["loss"] == "sepo":
-                values["sepo_gamma"] = args.sepo_gamma
-            config = build(TrainConfig, values)
-            if not training_done(config):
-                print(f"[sentiment] training {name}")
-                train_model(config)
-            runs.setdefault(method, []).append(name)
-    return runs
+    names = []
+    _, _, settings, lrs = METHODS[method]
+    for lr in lrs:
+        name = run_name(method, lr)
+        values = {**common(args, pairs), **settings, "learning_rate": lr, "output_dir": str(out / name)}
+        if settings.get("selector") == "oracle":
+            values["scores"] = str(scores)
+        if settings["loss"] == "sepo":
+            values["sepo_gamma"] = args.sepo_gamma
+        config = build(TrainConfig, values)
+        if not training_done(config):
+            print(f"[sentiment] training {name}")
+            train_model(config)
+        names.append(name)
+    return names
 
 
 def checkpoints(out: Path, name: str) -> list[tuple[int, Path | None]]:
@@ -258,9 +260,9 @@ def frontier_table(traj: dict) -> dict:
 
     table = {f"kl={t:g}": {m: method_at_kl(runs, t) for m, runs in traj.items()} for t in TARGET_KLS}
     for row in table.values():
-        row["sepo_minus_random"] = difference(row["sepo"], row["random"])
-        row["sepo_minus_dpo"] = difference(row["sepo"], row["dpo"])
-        row["seldpo_minus_dpo"] = difference(row["seldpo"], row["dpo"])
+        for a, b in COMPARISONS:
+            if a in row and b in row:
+                row[f"{a}_minus_{b}"] = difference(row[a], row[b])
     return table
 
 
@@ -270,9 +272,12 @@ def markdown(table: dict, precision: dict, oracle_growth: dict) -> str:
 
     lines = ["| method | " + " | ".join(f"reward at KL {t:g}" for t in TARGET_KLS) + " |", "|---|---|---|---|"]
     for method, (label, *_rest) in METHODS.items():
-        lines.append(f"| {label} | " + " | ".join(cell(table[f'kl={t:g}'][method]) for t in TARGET_KLS) + " |")
-    for key, label in (("sepo_minus_random", "SePO - random-k"), ("sepo_minus_dpo", "SePO - DPO"),
-                       ("seldpo_minus_dpo", "selected-token DPO - DPO")):
+        if method in table[f"kl={TARGET_KLS[0]:g}"]:
+            lines.append(f"| {label} | " + " | ".join(cell(table[f'kl={t:g}'][method]) for t in TARGET_KLS) + " |")
+    for a, b in COMPARISONS:
+        key, label = f"{a}_minus_{b}", f"{METHODS[a][0]} - {METHODS[b][0]}"
+        if key not in table[f"kl={TARGET_KLS[0]:g}"]:
+            continue
         cells = []
         for t in TARGET_KLS:
             d = table[f"kl={t:g}"][key]
@@ -333,7 +338,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--lr-oracle", type=float, default=1e-5)
     parser.add_argument("--sepo-gamma", type=float, default=2.3, help="SePO's scale (the paper's 2.1-2.5 range).")
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--eval-samples", type=int, default=3, help="Samples per held-out prompt per checkpoint.")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -348,22 +353,25 @@ def main() -> None:
     pairs = build_pairs(args, out, tokenizer, base)
     scores = oracles_and_scores(args, out, pairs)
     growth = {name: oracle_precision(pairs, folder, tokenizer) for name, folder in scores.items()}
-    runs = train_methods(args, out, pairs, scores["f1-e2"])
-    evaluations = evaluate(args, out, runs, tokenizer, base)
-    traj = trajectories(runs, evaluations)
-    table = frontier_table(traj)
-    precision = key_token_precision(args, out, pairs, scores["f1-e2"], tokenizer, base,
-                                    trained=out / run_name("dpo", REF_LRS[1]) / "final")
-    plot(traj, docs / "frontier.png")
-    compute = {name: training_compute(out / name) for names in runs.values() for name in names}
-    summary = {"frontier": table, "key_token_precision": precision, "oracle_precision_growth": growth,
-               "evaluations": evaluations, "compute": compute, "total_minutes": (time.perf_counter() - started) / 60,
-               "settings": vars(args)}
-    (docs / "results.json").write_text(json.dumps(summary, indent=2))
-    (docs / "tables.md").write_text(markdown(table, precision, growth))
-    print(markdown(table, precision, growth))
-    print(f"[sentiment] wrote {docs / 'results.json'}, {docs / 'tables.md'} and {docs / 'frontier.png'}")
-
+    runs, precision = {}, {}
+    for method in METHODS:  # each method trained, then evaluated; the outputs are rewritten after each
+        runs[method] = train_method(args, out, pairs, scores["f1-e2"], method)
+        evaluations = evaluate(args, out, {method: runs[method]}, tokenizer, base)
+        if method == "dpo":
+            precision = key_token_precision(args, out, pairs, scores["f1-e2"], tokenizer, base,
+                                            trained=out / run_name("dpo", REF_LRS[1]) / "final")
+        traj = trajectories(runs, evaluations)
+        table = frontier_table(traj)
+        plot(traj, docs / "frontier.png")
+        compute = {name: training_compute(out / name) for names in runs.values() for name in names}
+        summary = {"frontier": table, "key_token_precision": precision, "oracle_precision_growth": growth,
+                   "evaluations": evaluations, "compute": compute, "methods_done": list(runs),
+                   "total_minutes": (time.perf_counter() - started) / 60, "settings": vars(args)}
+        (docs / "results.json").write_text(json.dumps(summary, indent=2))
+        (docs / "tables.md").write_text(markdown(table, precision, growth))
+        print(markdown(table, precision, growth))
+        print(f"[sentiment] {method} done; wrote {docs / 'results.json'}, {docs / 'tables.md'} and "
+              f"{docs / 'frontier.png'}")
 
 if __name__ == "__main__":
     main()
