@@ -14,7 +14,7 @@
    policy's mean probability) and selected-token DPO (DPO summed over the oracle's key tokens, policy and
    reference alike).
 5. Every 20 steps each run is evaluated on fresh samples for the 80 test prompts: gold reward (mean VADER) and
-   KL(policy || start) (Monte-Carlo on the same samples). Each method's reward at KL = 1, 2 and 4 nats is read off
+   KL(policy || start) (Monte-Carlo on the same samples). Each method's reward at KL = 0.1, 1, 2 and 4 nats is read off
    its runs by interpolation (tokensift.eval.frontier), with standard errors; SePO against random-k and DPO.
 6. Key-token precision of every selector: the share of the selected chosen tokens that lie on VADER-positive words,
    over what random tokens in the same numbers would give.
@@ -45,15 +45,15 @@ METHODS = {  # in the order they train: the comparison the experiment is for (Se
     "sepo": ("SePO (oracle, k=0.3)", "tab:red", {"loss": "sepo", "selector": "oracle", **K}, FREE_LRS),
     "random": ("random-k (k=0.3)", "tab:gray", {"loss": "sepo", "selector": "random", **K}, FREE_LRS),
     "dpo": ("DPO", "tab:blue", {"loss": "dpo", "beta": 0.1}, REF_LRS),
+    "confpo": ("ConfPO-style", "tab:green",
+               {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5, "selector": "confidence"}, REF_LRS),
     "simpo": ("SimPO", "tab:orange", {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5}, REF_LRS),
     "seldpo": ("selected-token DPO", "tab:purple", {"loss": "dpo", "beta": 0.1, "selector": "oracle", **K},
                SEL_LRS),
-    "confpo": ("ConfPO-style", "tab:green",
-               {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5, "selector": "confidence"}, REF_LRS),
 }
 COMPARISONS = (("sepo", "random"), ("sepo", "dpo"), ("seldpo", "dpo"), ("confpo", "simpo"))
 ORACLE_FRACTIONS = (0.1, 0.3, 1.0)
-TARGET_KLS = (1.0, 2.0, 4.0)
+TARGET_KLS = (0.1, 1.0, 2.0, 4.0)  # 0.1: where the random-k control reaches
 TEMPLATES = (
     "Describe your last visit to {} in one sentence.", "What do you think about {}? Answer in one sentence.",
     "Write a one-sentence review of {}.", "Tell a friend about {} in one sentence.",
@@ -214,8 +214,8 @@ def evaluate(args, out: Path, runs: dict, tokenizer, base) -> dict:
     from tokensift.eval.sampling import answer_logp_sums, kl_estimate
     from tokensift.generate import SamplingSettings, sample_answers
 
-    path = out / "evaluations.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
+    path = out / args.evaluations_file
+    results = read_evaluations(out)
     _, test = prompts_split()
     messages = [[{"role": "user", "content": p}] for p in test]
     _, score = vader_scorer()
@@ -235,8 +235,17 @@ def evaluate(args, out: Path, runs: dict, tokenizer, base) -> dict:
                             "reward_se": float(rewards.std(ddof=1) / np.sqrt(len(rewards))),
                             **{f"kl_{k}": v for k, v in kl_estimate(policy, reference).items()},
                             "mean_answer_tokens": float(np.mean([len(s.answer_ids) for s in samples]))}
-            path.write_text(json.dumps(results, indent=2))
+            mine = json.loads(path.read_text()) if path.exists() else {}
+            path.write_text(json.dumps({**mine, key: results[key]}, indent=2))
             print(f"[sentiment] {key}: reward {results[key]['reward']:+.3f}, KL {results[key]['kl_kl']:.2f}")
+    return results
+
+
+def read_evaluations(out: Path) -> dict:
+    """Every evaluation so far: evaluations*.json, one file per process that evaluated (--evaluations-file)."""
+    results = {}
+    for path in sorted(out.glob("evaluations*.json")):
+        results.update(json.loads(path.read_text()))
     return results
 
 
@@ -270,7 +279,8 @@ def markdown(table: dict, precision: dict, oracle_growth: dict) -> str:
     def cell(entry):
         return "not reached" if entry["reward"] is None else f"{entry['reward']:+.3f} ± {entry['se']:.3f} ({entry['runs']})"
 
-    lines = ["| method | " + " | ".join(f"reward at KL {t:g}" for t in TARGET_KLS) + " |", "|---|---|---|---|"]
+    lines = ["| method | " + " | ".join(f"reward at KL {t:g}" for t in TARGET_KLS) + " |",
+             "|---|" + "---|" * len(TARGET_KLS)]
     for method, (label, *_rest) in METHODS.items():
         if method in table[f"kl={TARGET_KLS[0]:g}"]:
             lines.append(f"| {label} | " + " | ".join(cell(table[f'kl={t:g}'][method]) for t in TARGET_KLS) + " |")
@@ -313,7 +323,7 @@ def plot(traj: dict, path: Path) -> None:
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("KL(policy || start), nats per answer (Monte-Carlo)")
     ax.set_ylabel("gold reward: mean VADER compound")
-    ax.set_title("Sentiment: reward vs KL, 80 held-out prompts (3 learning rates per method)")
+    ax.set_title("Reward vs KL on 80 held-out prompts (3 learning rates per method)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -340,6 +350,17 @@ def main() -> None:
     parser.add_argument("--sepo-gamma", type=float, default=2.3, help="SePO's scale (the paper's 2.1-2.5 range).")
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--eval-samples", type=int, default=3, help="Samples per held-out prompt per checkpoint.")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                        help="Methods to train, evaluate and report, in this order (default: all).")
+    parser.add_argument("--evaluations-file", default="evaluations.json",
+                        help="Where this process writes its evaluations (all evaluations*.json files are read), so "
+                             "that two processes can evaluate different methods at once.")
+    parser.add_argument("--report-only", action="store_true",
+                        help="Train and evaluate nothing: write the tables, plot and results from the finished runs "
+                             "and the evaluations so far.")
+    parser.add_argument("--train-only", nargs="+", choices=list(METHODS), default=None,
+                        help="Only train these methods' runs (after the pairs and oracles exist) and exit: a second "
+                             "process can train the last methods while the main run evaluates the first ones.")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from tokensift.models import load_model, load_tokenizer
@@ -352,12 +373,21 @@ def main() -> None:
     base = load_model(args.model).eval()
     pairs = build_pairs(args, out, tokenizer, base)
     scores = oracles_and_scores(args, out, pairs)
+    if args.train_only:
+        for method in args.train_only:
+            train_method(args, out, pairs, scores["f1-e2"], method)
+        return
     growth = {name: oracle_precision(pairs, folder, tokenizer) for name, folder in scores.items()}
     runs, precision = {}, {}
-    for method in METHODS:  # each method trained, then evaluated; the outputs are rewritten after each
-        runs[method] = train_method(args, out, pairs, scores["f1-e2"], method)
-        evaluations = evaluate(args, out, {method: runs[method]}, tokenizer, base)
-        if method == "dpo":
+    for method in args.methods:  # each method trained, then evaluated; the outputs are rewritten after each
+        if args.report_only:
+            runs[method] = [run_name(method, lr) for lr in METHODS[method][3]
+                            if (out / run_name(method, lr) / "final" / "run_card.json").exists()]
+            evaluations = read_evaluations(out)
+        else:
+            runs[method] = train_method(args, out, pairs, scores["f1-e2"], method)
+            evaluations = evaluate(args, out, {method: runs[method]}, tokenizer, base)
+        if method == "dpo" and (out / run_name("dpo", REF_LRS[1]) / "final").exists():
             precision = key_token_precision(args, out, pairs, scores["f1-e2"], tokenizer, base,
                                             trained=out / run_name("dpo", REF_LRS[1]) / "final")
         traj = trajectories(runs, evaluations)
