@@ -47,17 +47,12 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     With a token selector (`selector`, or loss="sepo", which trains on the oracle's key tokens from `scores`) the
     pairs and selection are built by sepo/policy.selected_train_data.
     """
+    from tokensift.sepo.policy import train_run
     from tokensift.train.config import TrainConfig
-    from tokensift.train.loop import train as run
 
     _with_data(settings, "data", train_dataset, "train_dataset")
     _with_data(settings, "eval_data", eval_dataset, "eval_dataset")
-    config = configure(TrainConfig, config, **settings)
-    if config.active_selector != "none":
-        from tokensift.sepo.policy import train_policy
-
-        return train_policy(config, processing_class)
-    return run(config, tokenizer=processing_class)
+    return train_run(configure(TrainConfig, config, **settings), processing_class)
 
 
 def sweep(config=None, **settings):

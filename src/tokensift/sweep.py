@@ -165,8 +165,8 @@ def write_table(config: SweepConfig, rows: list[dict]) -> Path:
 
 def run_sweep(config: SweepConfig) -> list[dict]:
     """Train every run of the grid (skipping finished ones) and write the table after each."""
-    from tokensift.api import train_model
     from tokensift.sepo.pipeline import training_done
+    from tokensift.sepo.policy import train_run
 
     runs = config.runs()
     rows = []
@@ -178,7 +178,7 @@ def run_sweep(config: SweepConfig) -> list[dict]:
             print(f"[sweep] {i}/{len(runs)} {name}: done already, skipped")
         else:
             print(f"[sweep] {i}/{len(runs)} {name}: training")
-            train_model(run)
+            train_run(run)
         rows.append({"run": name, **swept, **run_summary(Path(run.output_dir))})
         table = write_table(config, rows)
     if not config.dry_run:

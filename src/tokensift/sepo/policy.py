@@ -136,3 +136,13 @@ def train_policy(config: TrainConfig, tokenizer=None):
     from tokensift.train.loop import train
 
     return train(config, selected_train_data, tokenizer)
+
+
+def train_run(config: TrainConfig, tokenizer=None):
+    """Train with any loss: on the configured selector's tokens when one is active (loss=sepo reads the oracle's
+    from `scores`), else on every response token. What `tokensift train`, the Python API and sweeps call."""
+    from tokensift.train.loop import train
+
+    if config.active_selector != "none":
+        return train_policy(config, tokenizer)
+    return train(config, tokenizer=tokenizer)
