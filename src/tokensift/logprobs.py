@@ -24,7 +24,7 @@ import torch
 from tokensift.attention import PackingRefused, own_attention, packing_refusal, refuse
 from tokensift.data.positions import gather_indices, packed_layout, packed_pair_indices
 
-CHUNK_ELEMENTS = 1 << 24  # logits elements per chunk (64 MB in float32): bounds the head's memory
+CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MB in float32): bounds the head's memory
 
 
 @dataclass
@@ -171,23 +171,31 @@ class ChunkedHeadLogProbs(torch.autograd.Function):
             end = start + rows
             h = hidden[start:end]
             z = _logits(h, head)
-            probs = torch.exp(z - log_norm[start:end, None])
-            # d logp[target] / dz = onehot - p ;  d KL(ref || p) / dz = p - p_ref
-            gz = -probs * grad_logps[start:end, None]
-            gz.scatter_add_(1, targets[start:end, None].long(), grad_logps[start:end, None])
+            cap = 1 - (z / ctx.softcap) ** 2 if ctx.softcap else None  # the soft-cap's derivative, before z goes
+            # d logp[target] / dz = onehot - p ;  d KL(ref || p) / dz = p - p_ref. The probabilities and then the
+            # gradient are built in the logits' own storage: one [rows, vocab] buffer per chunk, not four.
+            gz = z.sub_(log_norm[start:end, None]).exp_()
+            g = grad_logps[start:end, None]
             if ref_head is not None and grad_kl is not None:
+                g_kl = grad_kl[start:end, None]
                 ref_probs = torch.softmax(_logits(ref_hidden[start:end], ref_head), dim=-1)
-                gz += (probs - ref_probs) * grad_kl[start:end, None]
+                gz.mul_(g_kl - g).sub_(ref_probs.mul_(g_kl))
+            else:
+                gz.mul_(-g)
+            gz.scatter_add_(1, targets[start:end, None].long(), g)
             # chain rule through the soft-cap and the scale back to the raw projection
-            if ctx.softcap:
-                gz = gz * (1 - (z / ctx.softcap) ** 2)
+            if cap is not None:
+                gz.mul_(cap)
             if ctx.scale != 1.0:
-                gz = gz * ctx.scale
+                gz.mul_(ctx.scale)
             gz = gz.to(weight.dtype)
             if need_h:
                 grad_hidden[start:end] = gz @ weight
             if need_w:
-                grad_weight += (gz.t() @ h).float()
+                if gz.dtype == torch.float32 and h.dtype == torch.float32:
+                    grad_weight.addmm_(gz.t(), h)  # accumulate in place: no second [vocab, hidden] buffer
+                else:
+                    grad_weight += (gz.t() @ h).float()
             if need_b:
                 grad_bias += gz.float().sum(0)
         if need_w:

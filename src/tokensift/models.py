@@ -11,6 +11,9 @@ Security: `trust_remote_code` is refused unless the caller sets it; weights are 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import gc
 import hashlib
 import importlib.util
 import logging
@@ -340,3 +343,23 @@ def tokenizer_fingerprint(tokenizer) -> str:
     digest.update(str(getattr(tokenizer, "chat_template", None)).encode())
     digest.update(f"{tokenizer.eos_token_id}/{tokenizer.bos_token_id}/{tokenizer.pad_token_id}".encode())
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")  # glibc (Linux); elsewhere there is nothing to trim
+    except OSError:
+        return None
+
+
+def free_memory() -> None:
+    """Hand memory that dropped objects held back: collect reference cycles, return CUDA's cache to the driver,
+    and return freed heap pages to the OS (glibc's malloc_trim, the CPU analogue of empty_cache). Callers `del`
+    their references first: after a model is dropped, or after a one-off pass such as the reference cache."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

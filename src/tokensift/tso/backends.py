@@ -9,7 +9,6 @@ vLLM is imported only when chosen, so it is never a dependency.
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import logging
 
@@ -58,8 +57,10 @@ class TransformersSampler:
         return [options[0] for options in answers]
 
     def close(self) -> None:
+        from tokensift.models import free_memory
+
         del self.model
-        gc.collect()
+        free_memory()
 
 
 class VLLMSampler:
@@ -96,11 +97,10 @@ class VLLMSampler:
         return [out.outputs[0].text.strip() for out in outputs]
 
     def close(self) -> None:
-        import torch
+        from tokensift.models import free_memory
 
         del self.llm
-        gc.collect()
-        torch.cuda.empty_cache()
+        free_memory()
 
 
 def open_sampler(backend: str, model: str, batch_size: int, progress: bool, tensor_parallel: int = 0):

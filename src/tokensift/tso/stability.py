@@ -17,7 +17,6 @@ at a time. `stop_reason` turns the numbers into the optional early stop.
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 
 from tokensift.fsutil import write_json_atomic
@@ -36,7 +35,7 @@ def sample_round(model_name: str, prompts: list, config, max_new_tokens: int) ->
     """The policy's answers to the held-out prompts, with their token ids and log-probs under the policy."""
     from tokensift.eval.sampling import answer_logp_sums
     from tokensift.generate import SamplingSettings, sample_answers
-    from tokensift.models import load_model, load_tokenizer
+    from tokensift.models import free_memory, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, device=_device())
@@ -45,7 +44,7 @@ def sample_round(model_name: str, prompts: list, config, max_new_tokens: int) ->
     samples, _ = sample_answers(model, tokenizer, [p.messages for p in prompts], config.eval_samples, settings)
     logps = answer_logp_sums(model, samples, config.generation_batch_size, tokenizer.pad_token_id)
     del model
-    gc.collect()
+    free_memory()
     return {"model": model_name, "samples": [
         {"prompt_id": prompts[s.prompt_index].id, "sample": s.sample_index, "text": s.text,
          "prompt_ids": s.prompt_ids.tolist(), "answer_ids": s.answer_ids.tolist(), "logp": float(lp)}
@@ -58,7 +57,7 @@ def logps_under(model_name: str, record: dict, batch_size: int) -> list[float]:
 
     from tokensift.eval.sampling import answer_logp_sums
     from tokensift.generate import Sample
-    from tokensift.models import load_model, load_tokenizer
+    from tokensift.models import free_memory, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_name)
     model = load_model(model_name, device=_device())
@@ -67,7 +66,7 @@ def logps_under(model_name: str, record: dict, batch_size: int) -> list[float]:
                for i, s in enumerate(record["samples"])]
     values = answer_logp_sums(model, samples, batch_size, tokenizer.pad_token_id)
     del model
-    gc.collect()
+    free_memory()
     return [float(v) for v in values]
 
 

@@ -1,0 +1,135 @@
+"""Selective recomputation (train/recompute.py): same log-probs and gradients on every family, less stored.
+
+The gradients are compared bit for bit: the rewired forward runs the model's own ops in the same order, and the
+recomputation in the backward pass repeats them exactly (CPU, fp32).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from families import FAMILIES, build_family_model, build_family_tokenizer, family_examples
+
+from tokensift.data.collate import collate_pairs
+from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
+from tokensift.logprobs import token_logps
+from tokensift.train.recompute import enable_selective_recompute
+
+NAMES = list(FAMILIES)
+
+
+def family_batch(name: str):
+    fam = FAMILIES[name]
+    tokenizer = build_family_tokenizer(fam)
+    pairs = PairTokenizer(tokenizer, TokenizeSettings(max_length=None, max_prompt_length=None)).tokenize_batch(
+        family_examples())
+    return tokenizer, collate_pairs(pairs, tokenizer.pad_token_id, pack=True, row_tokens=1)
+
+
+def stored_bytes(model, batch) -> tuple[torch.Tensor, dict, int]:
+    """The summed log-probs, the gradients, and the bytes the autograd graph stores (each storage counted once)."""
+    storages = {}
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(tensor):
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer not in parameters:
+            storages[pointer] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    model.zero_grad()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=batch.packed)
+    total = out.logps.sum()
+    total.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    return total.detach(), grads, sum(storages.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_gradients_and_less_stored_on_every_family(name):
+    tokenizer, batch = family_batch(name)
+    plain = build_family_model(FAMILIES[name], len(tokenizer), seed=0, hidden=64)
+    rewired = copy.deepcopy(plain)
+    counts = enable_selective_recompute(rewired)
+    layers = plain.config.num_hidden_layers
+    assert counts["mlps"] == layers and counts["mlps_kept"] == 0, counts  # every family's MLP is a gated MLP
+    assert counts["norms"] >= 2 * layers + 1, counts  # two per layer and the final one, at least
+    plain.train()
+    rewired.train()
+    value, grads, plain_bytes = stored_bytes(plain, batch)
+    value2, grads2, rewired_bytes = stored_bytes(rewired, batch)
+    assert torch.equal(value, value2)
+    for key in grads:
+        assert torch.equal(grads[key], grads2[key]), key
+    assert rewired_bytes < 0.8 * plain_bytes, (rewired_bytes, plain_bytes)
+
+
+def test_no_grad_paths_and_copies_are_untouched():
+    """Generation, scoring and the reference cache run without a graph: the rewired modules call their own
+    forward; a deep copy of a rewired model (a reference snapshot) stays rewired to its own modules."""
+    name = "llama3"
+    tokenizer, batch = family_batch(name)
+    model = build_family_model(FAMILIES[name], len(tokenizer), seed=0)
+    ids = batch.packed.input_ids[:, :20]
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    enable_selective_recompute(model)
+    assert enable_selective_recompute(model) == {"norms": 0, "mlps": 0, "mlps_kept": 0}  # idempotent
+    with torch.no_grad():
+        assert torch.equal(before, model(input_ids=ids).logits)
+    snapshot = copy.deepcopy(model)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(1.0)  # the snapshot must not read the original's weights
+        assert torch.equal(before, snapshot(input_ids=ids).logits)
+    snapshot.train()
+    snapshot(input_ids=ids).logits.sum().backward()
+    assert all(p.grad is not None for p in snapshot.parameters() if p.requires_grad)
+
+
+class SwappedMLP(torch.nn.Module):
+    """A gated MLP by its attributes that computes something else: down(act(up) * gate)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.gate_proj = torch.nn.Linear(width, 2 * width, bias=False)
+        self.up_proj = torch.nn.Linear(width, 2 * width, bias=False)
+        self.down_proj = torch.nn.Linear(2 * width, width, bias=False)
+        self.act_fn = torch.nn.SiLU()
+
+    def forward(self, x):
+        return self.down_proj(self.act_fn(self.up_proj(x)) * self.gate_proj(x))
+
+
+def test_an_mlp_with_another_structure_keeps_its_own_forward():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(SwappedMLP(), torch.nn.LayerNorm(8))
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    expected = model(x)
+    counts = enable_selective_recompute(model)
+    assert counts == {"norms": 1, "mlps": 0, "mlps_kept": 1}
+    out = model(x)
+    assert torch.equal(expected, out)
+    assert "partial" not in type(model[0].__dict__.get("forward", model[0].forward)).__name__
+
+
+def test_the_trainer_rewires_unless_everything_is_recomputed(tmp_path, model_dir):
+    from tokensift.train.config import TrainConfig
+    from tokensift.train.loop import Trainer
+    from tokensift.data.example import PreferenceExample  # noqa: F401  (data written below as JSONL)
+    import json
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"question {i}", "chosen": "a good answer", "rejected": "no"}) + "\n"
+                            for i in range(4)))
+    seen = {}
+    for flag, checkpointing in ((True, False), (False, False), (True, True)):
+        config = TrainConfig(data=str(data), model=str(model_dir), output_dir=str(tmp_path / f"out-{flag}-{checkpointing}"),
+                             loss="simpo", batch_size=2, max_steps=1, progress=False, save_every=0,
+                             selective_recompute=flag, gradient_checkpointing=checkpointing)
+        trainer = Trainer(config)
+        seen[flag, checkpointing] = any(getattr(m, "_tokensift_recompute", False) for m in trainer.model.modules())
+    assert seen == {(True, False): True, (False, False): False, (True, True): False}
