@@ -277,7 +277,11 @@ def frontier_table(traj: dict) -> dict:
 
 def markdown(table: dict, precision: dict, oracle_growth: dict) -> str:
     def cell(entry):
-        return "not reached" if entry["reward"] is None else f"{entry['reward']:+.3f} ± {entry['se']:.3f} ({entry['runs']})"
+        loose = entry.get("loose") or {}
+        jumps = ", ".join(f"{a:.2g}->{b:.2g}" for a, b in loose.values())
+        if entry["reward"] is None:
+            return f"jumped past it (KL {jumps})" if loose else "not reached"
+        return f"{entry['reward']:+.3f} ± {entry['se']:.3f} ({entry['runs']})" + (f"; jumped: {jumps}" if loose else "")
 
     lines = ["| method | " + " | ".join(f"reward at KL {t:g}" for t in TARGET_KLS) + " |",
              "|---|" + "---|" * len(TARGET_KLS)]

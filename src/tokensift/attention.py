@@ -105,6 +105,20 @@ def layout_mask(positions: torch.Tensor, branch: torch.Tensor, segment: torch.Te
     return compose
 
 
+def additive_on_cpu(mask, dtype):
+    """A boolean sdpa mask on CPU as the additive float mask sdpa would make of it, made once per forward.
+
+    CPU sdpa converts a boolean mask to a float one in every layer and keeps each copy for the backward pass: 30
+    layers of `[rows, 1, T, T]` floats (94 MB for 7 rows of 334 tokens, four times that at twice the length). Every
+    row keeps its own token (layout_mask), so no row is all masked and the lowest float gives the same
+    probabilities as -inf. Left as it is under autocast (sdpa would see another dtype than the queries') and on GPUs.
+    """
+    if (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.device.type != "cpu"
+            or dtype not in (torch.float32, torch.float64) or torch.is_autocast_enabled("cpu")):
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
+
+
 @contextlib.contextmanager
 def own_attention(model, positions: torch.Tensor, branch: torch.Tensor, segment: torch.Tensor | None = None):
     """While active, every mask `model` builds is its own, on the layout's logical positions (module doc).
@@ -124,7 +138,10 @@ def own_attention(model, positions: torch.Tensor, branch: torch.Tensor, segment:
         kwargs["mask_function"] = compose(kwargs["mask_function"])
         kwargs["allow_is_causal_skip"] = False  # the mask is never plain causal
         calls.append(1)
-        return builder(*args, **kwargs)
+        mask = builder(*args, **kwargs)
+        if implementation == "sdpa":
+            mask = additive_on_cpu(mask, kwargs.get("dtype"))
+        return mask
 
     ALL_MASK_ATTENTION_FUNCTIONS[implementation] = packed_builder
     try:

@@ -34,3 +34,20 @@ def test_a_method_averages_the_runs_that_reach_the_kl():
     gap = difference(result, {"reward": 0.40, "se": 0.03})
     assert gap["difference"] == pytest.approx(0.10)
     assert gap["z"] == pytest.approx(0.10 / math.sqrt(result["se"] ** 2 + 0.03 ** 2))
+
+
+def test_a_crossing_between_distant_checkpoints_is_not_read():
+    # a fast run: from KL 0.3 straight to 4.7 between two evaluations
+    fast = [Point(0.0, 0.30, 0.02, 0), Point(0.3, 0.35, 0.02, 10), Point(4.7, 0.90, 0.02, 20)]
+    assert reward_at_kl(fast, 1.0) is None  # 4.7 > 2 x 1.0
+    # with no bound the straight line reads it: w = 0.7 / 4.4
+    value, _ = reward_at_kl(fast, 1.0, max_ratio=None)
+    assert value == pytest.approx(0.35 + 0.7 / 4.4 * 0.55)
+    assert reward_at_kl(fast, 0.2)[0] == pytest.approx(0.30 + 0.2 / 0.3 * 0.05)  # [0, 0.3]: the start counts
+    assert reward_at_kl(fast, 3.0) is None  # 0.3 < 3.0 / 2
+    assert reward_at_kl(fast, 3.0, max_ratio=10) is not None
+    result = method_at_kl({"fast": fast, "slow": RUN}, 1.0)
+    assert result["runs"] == 1 and result["reward"] == pytest.approx(0.50)
+    assert result["loose"] == {"fast": [0.3, 4.7]}
+    assert method_at_kl({"fast": fast}, 1.0) == {"reward": None, "se": None, "runs": 0, "per_run": {},
+                                                 "loose": {"fast": [0.3, 4.7]}}

@@ -19,14 +19,14 @@ PACKINGS = ("auto", "rows", "one_row", "pairs")
 LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
 
 
-def read_by(setting: str) -> str:
-    """" Read by loss: a, b." for a loss setting's help text, from the losses' declarations."""
-    return f" Read by loss: {', '.join(name for name, spec in LOSSES.items() if setting in spec.params)}."
+def losses_reading(name: str, per_pair: bool = False) -> str:
+    """The losses that read a setting (LossSpec.params) or, per_pair, a per-pair value (LossSpec.pair_inputs)."""
+    return ", ".join(loss for loss, spec in LOSSES.items() if name in (spec.pair_inputs if per_pair else spec.params))
 
 
-def read_by_pair(value: str) -> str:
-    """" Read by loss: a, b." for a per-pair value (LossSpec.pair_inputs)."""
-    return f" Read by loss: {', '.join(name for name, spec in LOSSES.items() if value in spec.pair_inputs)}."
+def read_by(name: str, per_pair: bool = False) -> str:
+    """" Read by loss: a, b." for a setting's help text, from the losses' declarations."""
+    return f" Read by loss: {losses_reading(name, per_pair)}."
 # accelerate's LoggerType names (its own error for another name is a ValueError deep inside Accelerator()).
 TRACKERS = ("tensorboard", "wandb", "aim", "comet_ml", "mlflow", "clearml", "dvclive", "trackio", "swanlab", "all")
 
@@ -84,7 +84,7 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     weight_scale: float = option(1.0, "soft selector: mu in w = clip(exp(mu * reward), weight_min, weight_max).")
     weight_min: float = option(0.7, "soft selector: the smallest token weight.")
     weight_max: float = option(1.3, "soft selector: the largest token weight.")
-    margin_column: str | None = option(None, "Data column holding each pair's target margin (beta-scaled reward units, a number >= 0) for losses that take one per pair: TSO's scaled margin (tso/config.py writes it). Unset: no per-pair margin." + read_by_pair("target_margin"))
+    margin_column: str | None = option(None, "Data column holding each pair's target margin (beta-scaled reward units, a number >= 0) for losses that take one per pair: TSO's scaled margin (tso/config.py writes it). Unset: no per-pair margin." + read_by("target_margin", per_pair=True))
     allow_projection: bool = option(False, "SePO: allow scores from an oracle with another tokenizer, projected through character offsets.")
     learning_rate: float = option(1e-6, "Peak learning rate of AdamW.")
     epochs: float = option(1.0, "Passes over the training pairs (fractions allowed).")
@@ -162,8 +162,8 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
             raise UserError(f"unknown tracker '{unknown[0]}' in trackers; choose from {', '.join(TRACKERS)}")
         self.check_unread_settings(spec)
         if self.margin_column and "target_margin" not in spec.pair_inputs:
-            takes = ", ".join(n for n, s in LOSSES.items() if "target_margin" in s.pair_inputs)
-            raise UserError(f"loss={self.loss} takes no per-pair margin (margin_column); losses that do: {takes}")
+            raise UserError(f"loss={self.loss} takes no per-pair margin (margin_column); losses that do: "
+                            f"{losses_reading('target_margin', per_pair=True)}")
         if self.qlora:
             if not self.lora:
                 raise UserError("qlora=true trains LoRA adapters on a 4-bit base: set lora=true as well")
