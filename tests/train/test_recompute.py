@@ -44,7 +44,7 @@ def stored_bytes(model, batch) -> tuple[torch.Tensor, dict, int]:
         out = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=batch.packed)
     total = out.logps.sum()
     total.backward()
-    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
     return total.detach(), grads, sum(storages.values())
 
 
@@ -133,3 +133,26 @@ def test_the_trainer_rewires_unless_everything_is_recomputed(tmp_path, model_dir
         trainer = Trainer(config)
         seen[flag, checkpointing] = any(getattr(m, "_tokensift_recompute", False) for m in trainer.model.modules())
     assert seen == {(True, False): True, (False, False): False, (True, True): False}
+
+
+def test_lora_adapters_in_the_mlp_get_the_same_gradients():
+    """LoRA on every projection (the down projection runs inside the recomputed tail): same adapter gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer, batch = family_batch("qwen2")
+    targets = ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
+    grads = []
+    for rewire in (False, True):
+        model = build_family_model(FAMILIES["qwen2"], len(tokenizer), seed=0, hidden=64)
+        torch.manual_seed(1)
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0,
+                                                 init_lora_weights=False))
+        if rewire:
+            counts = enable_selective_recompute(model)
+            assert counts["mlps"] == model.config.num_hidden_layers
+        model.train()
+        grads.append(stored_bytes(model, batch)[1])
+    adapters = [k for k in grads[0] if "lora_" in k]
+    assert adapters and all(grads[0][k] is not None for k in adapters)
+    for key in adapters:
+        assert torch.equal(grads[0][key], grads[1][key]), key
