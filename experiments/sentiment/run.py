@@ -8,8 +8,9 @@
 3. Oracles (DPO from the start model, beta 0.1) on 10%, 30% and 100% of the pairs, 2 epochs each; every one, after
    its first and its second epoch, scores all the pairs: how the oracle's key-token precision grows with data and
    training. The 100%, 2-epoch oracle (the paper's recipe: all the target data) supplies the frontier's scores.
-4. Six methods from the same start, same pairs, batch and steps, each at three learning rates (a frontier is a
-   curve, and reference-free methods drift further per step): DPO, SimPO, SePO (oracle key tokens, k = 0.3),
+4. Six methods from the same start, same pairs, batch and steps, each at three or more learning rates (a frontier
+   is a curve, and reference-free methods drift further per step; selected-token DPO has five, because its first
+   three went to KL 40 and beyond): DPO, SimPO, SePO (oracle key tokens, k = 0.3),
    random-k (SePO's loss on as many random tokens: the control), ConfPO-style (SimPO on the tokens below the
    policy's mean probability) and selected-token DPO (DPO summed over the oracle's key tokens, policy and
    reference alike).
@@ -37,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precision import key_token_precision, oracle_precision, vader_scorer  # noqa: E402
 
 K = {"k_chosen": 0.3, "k_rejected": 0.3}
-REF_LRS, SEL_LRS, FREE_LRS = (1e-5, 2.5e-5, 5e-5), (2.5e-5, 5e-5, 1e-4), (1e-6, 2e-6, 4e-6)
+REF_LRS, SEL_LRS, FREE_LRS = (1e-5, 2.5e-5, 5e-5), (2e-6, 5e-6, 2.5e-5, 5e-5, 1e-4), (1e-6, 2e-6, 4e-6)
 # name: (label, colour, settings, learning rates). Reference-free runs (SePO, random-k) move further per step, and
 # selected-token DPO's sums cover a third of the tokens (smaller rewards, smaller steps): each method's three
 # rates are chosen so that its runs span KL 0-4 in 40 steps. "scores" is the frontier oracle's (run.py fills it in).
@@ -327,7 +328,7 @@ def plot(traj: dict, path: Path) -> None:
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("KL(policy || start), nats per answer (Monte-Carlo)")
     ax.set_ylabel("gold reward: mean VADER compound")
-    ax.set_title("Reward vs KL on 80 held-out prompts (3 learning rates per method)", fontsize=10)
+    ax.set_title("Reward vs KL on 80 held-out prompts (3-5 learning rates per method)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -27,8 +27,8 @@ from tokensift.distributed import accelerator_options, fresh_accelerator_state, 
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
 from tokensift.logprobs import LabelLogps, packed_row_tokens
-from tokensift.models import (LoraSettings, free_memory, load_model, load_tokenizer, model_fingerprint, parse_dtype, same_tokenizer,
-                              tokenizer_fingerprint)
+from tokensift.models import (LoraSettings, free_memory, load_model, load_tokenizer, model_fingerprint, parse_dtype,
+                              same_tokenizer, tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
