@@ -326,6 +326,7 @@ def plot(traj: dict, path: Path) -> None:
     for t in TARGET_KLS:
         ax.axvline(t, color="k", lw=0.5, ls=":")
     ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlim(left=0.0)
     ax.set_xlabel("KL(policy || start), nats per answer (Monte-Carlo)")
     ax.set_ylabel("gold reward: mean VADER compound")
     ax.set_title("Reward vs KL on 80 held-out prompts (3-5 learning rates per method)", fontsize=10)
