@@ -78,14 +78,20 @@ def median(values) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def preference_examples(n: int, source: str | None = None):
-    """Real preference pairs: the HH-RLHF file when ../shared/data exists, else the demo's kind of pairs."""
+def preference_examples(n: int, source: str | None = None, sample_seed: int | None = None):
+    """Real preference pairs: the first n of the file (the HH-RLHF dev file by default), or with `sample_seed` n
+    drawn at random from the whole file (random batches: the file's own length spread)."""
+    import random
+
     from tokensift.data.load import load_preferences
 
     path = Path(source) if source else SHARED / "hh-rlhf-harmless-test.dev.jsonl.gz"
     if not path.exists():
         sys.exit(f"benchmark data {path} not found; pass --data FILE (any preference file)")
-    return load_preferences(str(path), limit=n).examples
+    if sample_seed is None:
+        return load_preferences(str(path), limit=n).examples
+    examples = load_preferences(str(path)).examples
+    return random.Random(sample_seed).sample(examples, min(n, len(examples)))
 
 
 def run_child(script: Path, args: list[str], timeout: int = 3600) -> dict:

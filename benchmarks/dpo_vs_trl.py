@@ -36,7 +36,7 @@ def pair_tokens(args) -> tuple[list, int]:
     from tokensift.models import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
-    examples = preference_examples(args.steps * args.batch_size, args.data)
+    examples = preference_examples(args.steps * args.batch_size, args.data, args.sample_seed)
     pairs, _ = tokenize_examples(tokenizer, examples, TokenizeSettings(args.max_length, args.max_length // 2))
     return examples, sum(p.num_tokens for p in pairs)
 
@@ -141,6 +141,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=CONTENDERS, help="Run only these contenders.")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--data", default=None)
+    parser.add_argument("--sample-seed", type=int, default=None,
+                        help="Draw the pairs at random from the whole file with this seed (default: the first ones).")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
@@ -153,9 +155,12 @@ def main() -> None:
               str(args.max_length), "--steps", str(args.steps), "--out", args.out]
     if args.data:
         common += ["--data", args.data]
+    if args.sample_seed is not None:
+        common += ["--sample-seed", str(args.sample_seed)]
     results = {c: run_child(Path(__file__), ["--contender", c, *common]) for c in (args.only or CONTENDERS)}
     print(f"# DPO training: tokensift vs TRL {__import__('trl').__version__} DPOTrainer, {args.model} {args.dtype}, "
-          f"batch {args.batch_size} pairs, max_length {args.max_length}, {args.steps} steps (median of steps 2..); "
+          f"batch {args.batch_size} pairs, max_length {args.max_length}, {args.steps} steps (median of steps 2..), "
+          f"pairs: {'the first ones' if args.sample_seed is None else f'random, seed {args.sample_seed}'}; "
           f"{machine()}")
     print(f"{'contender':16s}{'step s':>9s}{'tokens/s':>10s}{'peak MB':>10s}{'setup s':>10s}")
     for name, r in results.items():
