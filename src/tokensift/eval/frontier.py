@@ -51,7 +51,11 @@ def reward_at_kl(trajectory: list[Point], target: float, max_ratio: float | None
     found = crossing(trajectory, target)
     if found is None or not tight(*found, target, max_ratio):
         return None
-    a, b = found
+    return interpolate(*found, target)
+
+
+def interpolate(a: Point, b: Point, target: float) -> tuple[float, float]:
+    """(reward, standard error) on the straight line from checkpoint a to b, at KL `target`."""
     w = (target - a.kl) / (b.kl - a.kl)
     return ((1 - w) * a.reward + w * b.reward, math.sqrt(((1 - w) * a.reward_se) ** 2 + (w * b.reward_se) ** 2))
 
@@ -69,7 +73,7 @@ def method_at_kl(runs: dict[str, list[Point]], target: float, max_ratio: float |
         if found is None:
             continue
         if tight(*found, target, max_ratio):
-            per_run[name] = reward_at_kl(trajectory, target, None)
+            per_run[name] = interpolate(*found, target)
         else:
             loose[name] = [found[0].kl, found[1].kl]
     if not per_run:

@@ -45,12 +45,18 @@ def _split_tail(mlp, gate_up):
     return mlp.down_proj(up * _activation(mlp)(gate))
 
 
+def _tail_and_inputs(mlp, hidden):
+    """The recomputed tail and what it keeps: the input projections' outputs."""
+    if hasattr(mlp, "gate_up_proj"):  # Phi-3: one projection, split in two
+        return _split_tail, (mlp, mlp.gate_up_proj(hidden))
+    return _gated_tail, (mlp, mlp.gate_proj(hidden), mlp.up_proj(hidden))
+
+
 def _mlp_forward(mlp, original, hidden, *args, **kwargs):
     if args or kwargs or not _needs_graph(mlp, hidden):
         return original(hidden, *args, **kwargs)
-    if hasattr(mlp, "gate_up_proj"):  # Phi-3: one projection, split in two
-        return checkpoint(_split_tail, mlp, mlp.gate_up_proj(hidden), use_reentrant=False)
-    return checkpoint(_gated_tail, mlp, mlp.gate_proj(hidden), mlp.up_proj(hidden), use_reentrant=False)
+    tail, inputs = _tail_and_inputs(mlp, hidden)
+    return checkpoint(tail, *inputs, use_reentrant=False)
 
 
 def is_norm(module: torch.nn.Module) -> bool:
@@ -81,8 +87,8 @@ def _same_function(mlp, original) -> bool:
     try:
         with torch.no_grad():
             own = original(sample)
-            tail = (_split_tail(mlp, mlp.gate_up_proj(sample)) if hasattr(mlp, "gate_up_proj")
-                    else _gated_tail(mlp, mlp.gate_proj(sample), mlp.up_proj(sample)))
+            tail, inputs = _tail_and_inputs(mlp, sample)
+            tail = tail(*inputs)
     except Exception:  # a quantised or otherwise unusual module: keep its own forward
         return False
     return isinstance(own, torch.Tensor) and own.shape == tail.shape and torch.equal(own, tail)
