@@ -158,3 +158,37 @@ def test_packed_gradients_equal_separate_sequences(tokenizer):
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5), name
+
+
+def test_a_nan_in_one_pair_stays_in_that_pair_in_no_grad_passes():
+    """A NaN embedding row read by one pair spreads through masked attention to every pair of its packed row
+    (0 * nan); group_logps (the reference cache's and the scorer's pass) then runs the group one pair per row, so
+    the other pairs get exactly their own log-probs, and only the poisoned pair is NaN."""
+    from families import FAMILIES, build_family_model
+
+    from tokensift.data.tokenize import TokenizedPair
+    from tokensift.logprobs import group_logps
+
+    model = build_family_model(FAMILIES["llama3"], 64, seed=0, hidden=64).eval()
+    with torch.no_grad():
+        model.get_input_embeddings().weight[3] = float("nan")
+    rng = np.random.default_rng(0)
+
+    def ids(n):
+        return rng.integers(5, 64, n)
+
+    pairs = [TokenizedPair(row=i, prompt_ids=ids(6), chosen_ids=ids(4 + i), rejected_ids=ids(3)) for i in range(4)]
+    pairs[0].chosen_ids[1] = 3  # only pair 0 reads the NaN row
+    one_row = collate_pairs(pairs, 0, pack=True, row_tokens=1 << 20)
+    with torch.no_grad():
+        spread = token_logps(model, one_row.input_ids, one_row.prompt_lens, one_row.response_mask,
+                             packed=one_row.packed).logps
+        batch, (logps,) = group_logps([model], pairs, 0, "cpu", True, "one_row")
+        alone = [token_logps(model, b.input_ids, b.prompt_lens, b.response_mask, packed=b.packed).logps
+                 for b in (collate_pairs([p], 0, pack=True) for p in pairs)]
+    n = len(pairs)
+    assert torch.isnan(spread[1, : len(pairs[1].chosen_ids)]).any()  # the failure mode itself
+    assert torch.isnan(logps[0, : len(pairs[0].chosen_ids)]).any()
+    for i in range(1, n):
+        for side, row, length in ((0, i, len(pairs[i].chosen_ids)), (1, n + i, len(pairs[i].rejected_ids))):
+            assert torch.allclose(logps[row, :length], alone[i][side, :length], atol=1e-5)

@@ -251,15 +251,19 @@ def test_a_forward_that_builds_no_mask_is_refused():
 
 
 @pytest.mark.parametrize("name", ["mistral", "gemma2", "qwen2", "llama3"])
-@pytest.mark.parametrize("row_tokens", [1, 150, 10_000], ids=["bins-of-longest", "bins-of-150", "one-row"])
-def test_padding_free_rows_equal_the_models_own_forward(name, row_tokens):
-    """Pairs back to back in rows (first-fit to `row_tokens`, or all in one row): every label's log-prob and the
-    gradient of their sum equal the one-pair-per-row layout and the model's own forward (sliding windows,
-    alternating layers and soft-capping included)."""
+@pytest.mark.parametrize("row_tokens,scale", [(1, None), (150, None), (10_000, None), (1, 1e9)],
+                         ids=["bins-of-longest", "bins-of-150", "one-row", "cost-model-width"])
+def test_padding_free_rows_equal_the_models_own_forward(name, row_tokens, scale):
+    """Pairs back to back in rows (first-fit to `row_tokens`, to the width dense attention's cost model picks, or
+    all in one row): every label's log-prob and the gradient of their sum equal the one-pair-per-row layout and
+    the model's own forward (sliding windows, alternating layers and soft-capping included)."""
     tokenizer, policy, _ = family(name)
     pairs, _ = tokenized(name)
     padded = collate_pairs(pairs, tokenizer.pad_token_id, pack=True)
-    free = collate_pairs(pairs, tokenizer.pad_token_id, pack=True, row_tokens=row_tokens)
+    free = collate_pairs(pairs, tokenizer.pad_token_id, pack=True, row_tokens=row_tokens, attention_scale=scale)
+    if scale:  # attention counted as free: rows at least as full as those of the longest pair
+        longest = collate_pairs(pairs, tokenizer.pad_token_id, pack=True, row_tokens=1)
+        assert free.packed.input_ids.numel() <= longest.packed.input_ids.numel()
     if row_tokens == 10_000:
         assert free.packed.input_ids.shape[0] == 1 and free.packed.padding == 0.0
     grads = []

@@ -120,6 +120,36 @@ def additive_on_cpu(mask, dtype):
 
 
 @contextlib.contextmanager
+def grouped_keys_on_cpu(model):
+    """While active, transformers' sdpa passes grouped-query keys and values to CPU sdpa as they are.
+
+    With a mask, transformers repeats each key/value head for every query head it serves (`repeat_kv`) before
+    sdpa, because the CUDA kernels that take a mask cannot group queries. CPU sdpa (flash) can: with
+    `enable_gqa` it reads the shared heads directly, so the backward pass stores keys and values at their own
+    head count (the default model: 3 heads, not 9) and no repeated copy is made. Same outputs; the keys' and
+    values' gradients sum the groups inside the kernel (1e-6 apart in fp32). Only for a model on the CPU.
+    """
+    from transformers.integrations import sdpa_attention
+
+    original = getattr(sdpa_attention, "use_gqa_in_sdpa", None)
+    first = next(model.parameters(), None)
+    if original is None or first is None or first.device.type != "cpu":
+        yield
+        return
+
+    def grouped(attention_mask, key, value, *args, **kwargs):
+        if key.device.type == "cpu" and key.shape[-1] == value.shape[-1]:
+            return True
+        return original(attention_mask, key, value, *args, **kwargs)
+
+    sdpa_attention.use_gqa_in_sdpa = grouped
+    try:
+        yield
+    finally:
+        sdpa_attention.use_gqa_in_sdpa = original
+
+
+@contextlib.contextmanager
 def own_attention(model, positions: torch.Tensor, branch: torch.Tensor, segment: torch.Tensor | None = None):
     """While active, every mask `model` builds is its own, on the layout's logical positions (module doc).
 
@@ -144,8 +174,10 @@ def own_attention(model, positions: torch.Tensor, branch: torch.Tensor, segment:
         return mask
 
     ALL_MASK_ATTENTION_FUNCTIONS[implementation] = packed_builder
+    grouped = grouped_keys_on_cpu(model) if implementation == "sdpa" else contextlib.nullcontext()
     try:
-        yield
+        with grouped:
+            yield
     finally:
         if had_local:
             ALL_MASK_ATTENTION_FUNCTIONS[implementation] = builder

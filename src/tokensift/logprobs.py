@@ -21,7 +21,14 @@ from typing import NamedTuple
 
 import torch
 
-from tokensift.attention import PackingRefused, own_attention, packing_refusal, refuse
+from tokensift.attention import (
+    PackingRefused,
+    own_attention,
+    packing_refusal,
+    refuse,
+    text_config,
+)
+from tokensift.data.collate import collate_pairs
 from tokensift.data.positions import gather_indices, packed_layout, packed_pair_indices
 
 CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MB in float32): bounds the head's memory
@@ -67,16 +74,53 @@ def backbone_hidden(model, input_ids: torch.Tensor, attention_mask=None, positio
     return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
-def packed_row_tokens(packing: str, model) -> int | None:
-    """Row capacity for collate_pairs(pack=True, row_tokens=...) under a `packing` setting on `model`.
-
-    Dense attention (sdpa, eager) costs the square of a row's length, so pairs go back to back in rows as long as
-    the longest pair; flex attention skips the blocks its mask empties, so all pairs share one row.
-    """
+def _resolved_packing(packing: str, model) -> str:
     if packing == "auto":
         implementation = getattr(unwrap(model).config, "_attn_implementation", None)
         packing = "one_row" if implementation == "flex_attention" else "rows"
-    return {"pairs": None, "rows": 1, "one_row": 1 << 62}[packing]
+    return packing
+
+
+def packed_row_tokens(packing: str, model) -> int | None:
+    """Row capacity for collate_pairs(pack=True, row_tokens=...) under a `packing` setting on `model`.
+
+    Dense attention (sdpa, eager) costs the square of a row's length, so pairs go back to back in rows about as
+    long as the longest pair (packed_attention_scale says how much longer); flex attention skips the blocks its
+    mask empties, so all pairs share one row.
+    """
+    return {"pairs": None, "rows": 1, "one_row": 1 << 62}[_resolved_packing(packing, model)]
+
+
+ATTENTION_COST_PER_WIDTH = 3.0  # dense attention's cost per key position, in hidden sizes (measured, engine.md)
+
+
+def packed_attention_scale(packing: str, model) -> float | None:
+    """For `rows` packing, the row width at which dense attention costs as much as the rest of a position's work
+    (collate.cheapest_width): about 3 hidden sizes, measured on CPU sdpa with the default model."""
+    if _resolved_packing(packing, model) != "rows":
+        return None
+    hidden = getattr(text_config(unwrap(model)), "hidden_size", None)
+    return ATTENTION_COST_PER_WIDTH * hidden if hidden else None
+
+
+def group_logps(models: list, pairs, pad_id: int, device, share_prompt: bool, packing: str):
+    """(batch, per-token log-probs [2B, R] of each model) for a group of pairs, laid out as `packing` says.
+
+    A non-finite value in one pair (a NaN weight row only its tokens read) spreads through masked attention to
+    every pair sharing its row (a masked key still multiplies its NaN value by 0). Then the group runs again one
+    pair per row, so every other pair keeps its own value; a no-grad pass (reference cache, scoring) would
+    otherwise store the NaN for pairs that train in other steps."""
+    layouts = [(packed_row_tokens(packing, models[0]), packed_attention_scale(packing, models[0])), (None, None)]
+    for row_tokens, scale in layouts:
+        batch = collate_pairs(pairs, pad_id, pack=share_prompt, row_tokens=row_tokens,
+                              attention_scale=scale).to(device)
+        logps = [token_logps(m, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=batch.packed).logps
+                 for m in models]
+        packed = batch.packed
+        shared = packed is not None and packed.rows is not None and packed.input_ids.shape[0] < len(pairs)
+        if not shared or all(bool(torch.isfinite(x[batch.response_mask]).all()) for x in logps):
+            break
+    return batch, logps
 
 
 def can_pack(model) -> bool:

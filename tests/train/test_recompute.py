@@ -156,3 +156,64 @@ def test_lora_adapters_in_the_mlp_get_the_same_gradients():
     assert adapters and all(grads[0][k] is not None for k in adapters)
     for key in adapters:
         assert torch.equal(grads[0][key], grads[1][key]), key
+
+
+@pytest.mark.parametrize("name", ["llama3", "gemma2", "phi3"])
+def test_norm_outputs_are_recomputed_not_stored(name):
+    """The projections after a norm keep a note instead of its output (module doc): no stored tensor shares a
+    storage with any norm's output, where the plain model stores every one of them."""
+    tokenizer, batch = family_batch(name)
+    plain = build_family_model(FAMILIES[name], len(tokenizer), seed=0, hidden=64)
+    rewired = copy.deepcopy(plain)
+    enable_selective_recompute(rewired)
+    for model, expect_stored in ((plain, True), (rewired, False)):
+        kept = []  # the outputs themselves, so no later tensor can reuse their memory
+        hooks = [m.register_forward_hook(lambda mod, args, out: kept.append(out))
+                 for n, m in model.named_modules() if n.endswith("layernorm") and not list(m.children())]
+        stored = set()
+
+        def pack(tensor):
+            stored.add(tensor.untyped_storage().data_ptr())
+            return tensor
+
+        model.train()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask, packed=batch.packed)
+        for hook in hooks:
+            hook.remove()
+        outputs = {t.untyped_storage().data_ptr() for t in kept}
+        assert len(outputs) >= 2 * model.config.num_hidden_layers
+        assert bool(outputs & stored) == expect_stored
+        out.logps.sum().backward()  # the recomputation runs in the backward pass
+
+
+def test_a_norm_input_changed_in_place_is_detected():
+    """The recomputation reads the norm's input: changed in place after the forward pass, it must raise, never
+    give a silently different gradient."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.Linear(8, 8)))
+    enable_selective_recompute(model)
+    x = torch.randn(2, 8, requires_grad=True)
+    hidden = x * 1.0
+    y = model[0](hidden)
+    with torch.no_grad():
+        hidden.add_(1.0)
+    with pytest.raises(RuntimeError, match="selective recompute"):
+        y.sum().backward()
+
+
+def test_cpu_sdpa_groups_keys_and_values_during_packed_forwards():
+    """On the CPU the packed layouts hand grouped keys/values to sdpa as they are (attention.grouped_keys_on_cpu);
+    transformers' own choice is back in place afterwards."""
+    from transformers.integrations import sdpa_attention
+
+    from tokensift.attention import grouped_keys_on_cpu
+
+    model = build_family_model(FAMILIES["llama3"], 64, seed=0, hidden=64)
+    key = torch.zeros(1, 2, 5, 16)
+    mask = torch.ones(1, 1, 5, 5, dtype=torch.bool)
+    original = sdpa_attention.use_gqa_in_sdpa
+    assert not original(mask, key, key)  # with a mask transformers repeats the heads
+    with grouped_keys_on_cpu(model):
+        assert sdpa_attention.use_gqa_in_sdpa(mask, key, key)
+    assert sdpa_attention.use_gqa_in_sdpa is original

@@ -118,22 +118,57 @@ def collate_sequences(prompts: list[np.ndarray], responses: list[np.ndarray], pa
     )
 
 
-def pack_pairs(pairs: list[TokenizedPair], pad_id: int, row_tokens: int | None = None) -> PackedPairs:
+MAX_CHOSEN_WIDTH = 4096  # a chosen row width stays below this (or the longest pair): dense masks grow with its square
+
+
+def first_fit(lengths: list[int], capacity: int) -> tuple[list[int], list[int], list[int]]:
+    """First-fit decreasing of segments into rows of `capacity`: (row of each, offset of each, filled per row)."""
+    rows, offsets, filled = [0] * len(lengths), [0] * len(lengths), []
+    for b in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        row = next((r for r, used in enumerate(filled) if used + lengths[b] <= capacity), len(filled))
+        if row == len(filled):
+            filled.append(0)
+        rows[b], offsets[b] = row, filled[row]
+        filled[row] += lengths[b]
+    return rows, offsets, filled
+
+
+def cheapest_width(lengths: list[int], least: int, attention_scale: float) -> int:
+    """The row capacity (>= least) whose first-fit layout costs least under dense attention.
+
+    A row of W positions costs W * (1 + W / attention_scale): the per-position work (projections, MLP) plus the
+    attention over the whole row, which a dense mask computes for every key. Rows as long as the longest pair
+    leave the gaps first-fit cannot fill (about a fifth of the positions on 8 HH pairs); slightly wider rows take
+    fewer rows and less padding, until the attention's share outweighs it.
+    """
+    top = max(least, min(4 * least, sum(lengths), MAX_CHOSEN_WIDTH))
+    step = max(8, least // 16)
+    best_cost, best = None, least
+    for capacity in range(least, top + 1, step):
+        filled = first_fit(lengths, capacity)[2]
+        width = max(filled)
+        cost = len(filled) * width * (1.0 + width / attention_scale)
+        if best_cost is None or cost < best_cost:
+            best_cost, best = cost, capacity
+    return best
+
+
+def pack_pairs(pairs: list[TokenizedPair], pad_id: int, row_tokens: int | None = None,
+               attention_scale: float | None = None) -> PackedPairs:
     """Pairs as [prompt | chosen | rejected] segments: one per row (row_tokens None), or first-fit decreasing into
-    rows of `row_tokens` positions (at least the longest pair), back to back: padding only ends a row."""
+    rows of `row_tokens` positions (at least the longest pair), back to back: padding only ends a row.
+
+    attention_scale: choose the row capacity (at least that) by dense attention's cost (cheapest_width)."""
     segments = [np.concatenate([p.prompt_ids, p.chosen_ids, p.rejected_ids]) for p in pairs]
     lengths = [torch.tensor([len(getattr(p, f"{side}_ids")) for p in pairs], dtype=torch.long)
                for side in ("prompt", "chosen", "rejected")]
     if row_tokens is None:
         return PackedPairs(pad_2d(segments, pad_id, torch.long), lengths[0], lengths[1])
-    capacity = max([row_tokens] + [len(s) for s in segments])
-    rows, offsets, filled = [0] * len(pairs), [0] * len(pairs), []
-    for b in sorted(range(len(pairs)), key=lambda i: (-len(segments[i]), i)):
-        row = next((r for r, used in enumerate(filled) if used + len(segments[b]) <= capacity), len(filled))
-        if row == len(filled):
-            filled.append(0)
-        rows[b], offsets[b] = row, filled[row]
-        filled[row] += len(segments[b])
+    sizes = [len(s) for s in segments]
+    capacity = max([row_tokens] + sizes)
+    if attention_scale:
+        capacity = cheapest_width(sizes, capacity, attention_scale)
+    rows, offsets, filled = first_fit(sizes, capacity)
     input_ids = torch.full((len(filled), max(filled)), pad_id, dtype=torch.long)
     for b, segment in enumerate(segments):
         input_ids[rows[b], offsets[b]: offsets[b] + len(segment)] = torch.as_tensor(segment)
@@ -141,11 +176,12 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int, row_tokens: int | None =
 
 
 def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | None = None,
-                  pack: bool = False, row_tokens: int | None = None, ref_token_logps: dict | None = None) -> PairBatch:
+                  pack: bool = False, row_tokens: int | None = None, ref_token_logps: dict | None = None,
+                  attention_scale: float | None = None) -> PairBatch:
     """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum).
 
     pack: also build the shared-prompt layout, which forward passes then use instead of the 2B sequences;
-    row_tokens: pack pairs back to back in rows of that many positions (see pack_pairs);
+    row_tokens, attention_scale: pack pairs back to back in rows of that many positions (see pack_pairs);
     ref_token_logps: row -> (chosen per-token array, rejected per-token array), for token selections.
     """
     prompts = [p.prompt_ids for p in pairs] * 2
@@ -155,7 +191,7 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
     if ref_logps is not None:
         values = [ref_logps[p.row] for p in pairs]
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
-    seq.packed = pack_pairs(pairs, pad_id, row_tokens) if pack else None
+    seq.packed = pack_pairs(pairs, pad_id, row_tokens, attention_scale) if pack else None
     tokens = None
     if ref_token_logps is not None:
         arrays = [ref_token_logps[p.row][0] for p in pairs] + [ref_token_logps[p.row][1] for p in pairs]

@@ -23,15 +23,21 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokensift.data.collate import collate_pairs, length_buckets
+from tokensift.data.collate import length_buckets
 from tokensift.data.io import fingerprint, source_fingerprint
 from tokensift.data.load import LoadResult, iter_preferences
 from tokensift.data.tokenize import PairTokenizer, TokenizeSettings
 from tokensift.distributed import partial_state
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
-from tokensift.logprobs import packed_row_tokens, token_logps
-from tokensift.models import load_model, load_tokenizer, model_fingerprint, same_tokenizer, tokenizer_fingerprint
+from tokensift.logprobs import group_logps
+from tokensift.models import (
+    load_model,
+    load_tokenizer,
+    model_fingerprint,
+    same_tokenizer,
+    tokenizer_fingerprint,
+)
 from tokensift.sepo.config import ScoreConfig
 from tokensift.shards import ShardStore
 
@@ -63,10 +69,9 @@ def score_pairs(oracle, reference, pairs, batch_size: int, pad_id: int, beta: fl
                 share_prompt: bool = True, packing: str = "auto"):
     """Yield one record dict per pair: ids and beta * (oracle - reference) log-probs per response token."""
     for group in length_buckets(pairs, batch_size):
-        batch = collate_pairs(group, pad_id, pack=share_prompt, row_tokens=packed_row_tokens(packing, oracle)).to(device)
-        args = (batch.input_ids, batch.prompt_lens, batch.response_mask)
-        oracle_logps = token_logps(oracle, *args, packed=batch.packed).logps
-        diff = (oracle_logps - token_logps(reference, *args, packed=batch.packed).logps).float().cpu() * beta
+        oracle_logps, reference_logps = group_logps([oracle, reference], group, pad_id, device, share_prompt,
+                                                    packing)[1]
+        diff = (oracle_logps - reference_logps).float().cpu() * beta
         n = len(group)
         for i, pair in enumerate(group):
             yield {

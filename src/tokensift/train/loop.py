@@ -26,9 +26,9 @@ from tokensift.data.tokenize import TokenizedPair
 from tokensift.distributed import accelerator_options, fresh_accelerator_state, fsdp_on_cpu
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
-from tokensift.logprobs import LabelLogps, packed_row_tokens
-from tokensift.models import (LoraSettings, free_memory, load_model, load_tokenizer, model_fingerprint, parse_dtype,
-                              same_tokenizer, tokenizer_fingerprint)
+from tokensift.logprobs import LabelLogps, packed_attention_scale, packed_row_tokens
+from tokensift.models import (LoraSettings, free_memory, keep_freed_memory, load_model, load_tokenizer,
+                              model_fingerprint, parse_dtype, same_tokenizer, tokenizer_fingerprint)
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
@@ -174,6 +174,8 @@ class Trainer:
                                 device=self.accelerator.device, zero3_partition=True,
                                 attn_implementation=config.attn_implementation, qlora=config.qlora)
         self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
+        if config.keep_freed_memory and self.accelerator.device.type == "cpu":
+            keep_freed_memory()
         if not self.deepspeed:  # DeepSpeed keeps its own fp32 masters (its bf16 config)
             keep_trained_weights_fp32(self.model)
         if config.selective_recompute and not config.gradient_checkpointing and not ckpt.is_sharded(self.accelerator):
@@ -192,6 +194,7 @@ class Trainer:
                                                              self.model, per_token)
         self.pack = config.share_prompt  # logprobs.token_logps runs unpacked where a model cannot pack
         self.row_tokens = packed_row_tokens(config.packing, self.model)
+        self.attention_scale = packed_attention_scale(config.packing, self.model)
         self.pair_tokens = np.array([self.run_tokens(p) for p in self.data.train.pairs])  # max_tokens_per_batch
         world = self.accelerator.num_processes
         self.schedule = Schedule(len(self.data.train.pairs), config.batch_size * config.grad_accum * world,
@@ -222,7 +225,7 @@ class Trainer:
             return collate_sequences([p.prompt_ids for p in pairs], [p.chosen_ids for p in pairs], pad,
                                      pack=self.pack, row_tokens=self.row_tokens)
         batch = collate_pairs(pairs, pad, self.ref_sums, pack=self.pack, row_tokens=self.row_tokens,
-                              ref_token_logps=self.ref_tokens)
+                              ref_token_logps=self.ref_tokens, attention_scale=self.attention_scale)
         select = self.data.select
         if select is not None and not getattr(select, "online", False):
             batch.select_mask = select(batch)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tokensift.data.collate import collate_pairs, length_buckets
+from tokensift.data.collate import length_buckets
 from tokensift.data.io import fingerprint
 from tokensift.data.tokenize import TokenizedPair
-from tokensift.logprobs import packed_row_tokens, token_logps
+from tokensift.logprobs import group_logps
 from tokensift.models import cache_root
 from tokensift.shards import ShardStore
 
@@ -37,9 +37,7 @@ def iter_pair_logps(model, pairs: list[TokenizedPair], batch_size: int, pad_id: 
     batches = length_buckets(pairs, batch_size)
     bar = tqdm(total=len(pairs), desc=desc, unit="pair", disable=desc is None, leave=False)
     for group in batches:
-        batch = collate_pairs(group, pad_id, pack=share_prompt, row_tokens=packed_row_tokens(packing, model)).to(device)
-        logps = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask,
-                            packed=batch.packed).logps.float().cpu()
+        logps = group_logps([model], group, pad_id, device, share_prompt, packing)[1][0].float().cpu()
         n = len(group)
         for i, pair in enumerate(group):
             yield (
