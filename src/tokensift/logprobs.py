@@ -54,7 +54,7 @@ def unwrap(model):
 def model_head(model) -> Head:
     inner = unwrap(model)
     head = inner.get_output_embeddings()
-    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    config = text_config(inner)
     # Models that scale their logits: Cohere (logit_scale), Falcon-H1 (lm_head_multiplier) multiply; Granite
     # divides by logits_scaling, HyperCLOVA X multiplies by it.
     scale = getattr(config, "logit_scale", None)

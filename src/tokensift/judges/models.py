@@ -141,7 +141,9 @@ class RewardModelJudge(_ModelJudgeBase, ScoreJudge):
                  batch_size: int = 8, trust_remote_code: bool = False, tokenizer=None, name: str | None = None):
         name = self._setup(model_name_or_path, tokenizer, "AutoModelForSequenceClassification", device, dtype,
                            max_length, batch_size, trust_remote_code, name)
-        config = self.model.config.get_text_config() if hasattr(self.model.config, "get_text_config") else self.model.config
+        from tokensift.attention import text_config  # torch only once a model judge is built (module doc)
+
+        config = text_config(self.model)
         if self.model.config.num_labels != 1:
             raise UserError(f"reward model '{self.model_id}' has {self.model.config.num_labels} output logits; "
                             "a reward model judge needs a single-logit head (num_labels=1)")
