@@ -62,13 +62,14 @@ def coerce(value, tp, key: str):
                 return False
             raise ValueError("expected true or false")
         if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected an integer")
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return _whole_number(value)
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number such as 0.1 or 5e-6") from None
         if tp is str:
             if isinstance(value, (dict, list)):
                 raise ValueError("expected a string")
@@ -89,14 +90,80 @@ def coerce(value, tp, key: str):
     return value
 
 
+def _whole_number(value) -> int:
+    """An integer setting from YAML or the command line: 8, "8", 8.0 and "1e3" are whole numbers; 8.5, "eight" and
+    true are not."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    if isinstance(value, int):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError("expected a whole number such as 8") from None
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    raise ValueError("expected a whole number such as 8")
+
+
+def section_of(cls, name: str):
+    """The config class whose keys a mapping field holds (SePO's `oracle`, TSO's `train` ...), or None."""
+    field = cls.__dataclass_fields__.get(name)
+    section = field.metadata.get("section") if field is not None else None
+    return section() if callable(section) and not isinstance(section, type) else section
+
+
+def unknown_key(cls, key: str, prefix: str = "") -> UserError:
+    """The error for a key `cls` does not have: another project's name for one of ours (TRL's, KEY_ALIASES), a key
+    of one of its sections (`beta` in TSO is `train.beta`), or the closest key."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    note = getattr(cls, "KEY_ALIASES", {}).get(key)
+    if isinstance(note, str):
+        return UserError(f"unknown config key '{prefix}{key}': {note}")
+    homes = [name for name in fields if (section := section_of(cls, name)) is not None
+             and key in section.__dataclass_fields__]
+    if homes:
+        return UserError(f"unknown config key '{prefix}{key}': it is a key of the "
+                         f"{' or '.join(prefix + h for h in homes)} section here; write {prefix}{homes[0]}.{key}=...")
+    return UserError(f"unknown config key '{prefix}{key}'{suggest(key, fields, prefix)}")
+
+
+def apply_aliases(cls, values: dict, prefix: str = "") -> dict:
+    """Another project's names for our keys (`KEY_ALIASES` of the class: name -> (our key, value map or None)),
+    renamed to ours. Giving both names is an error, so neither value is silently dropped."""
+    aliases = getattr(cls, "KEY_ALIASES", {})
+    out = {}
+    for key, value in values.items():
+        alias = aliases.get(key)
+        if isinstance(alias, tuple) and key not in cls.__dataclass_fields__:
+            ours, mapping = alias
+            if mapping is not None:
+                if str(value).lower() not in mapping:
+                    raise UserError(f"config key '{prefix}{key}' (our '{ours}'): value {value!r} has no counterpart "
+                                    f"here; use {prefix}{ours}= with one of: {', '.join(sorted(set(mapping.values())))}")
+                value = mapping[str(value).lower()]
+            if ours in values or ours in out:
+                raise UserError(f"config keys '{prefix}{key}' and '{prefix}{ours}' are the same setting; give one")
+            out[ours] = value
+        else:
+            out[key] = value
+    return out
+
+
 def build(cls, values: dict, prefix: str = ""):
     """Instantiate `cls` from a mapping, checking every key and value."""
     types_ = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    values = apply_aliases(cls, values, prefix)
     for key, value in values.items():
         if key not in fields:
-            raise UserError(f"unknown config key '{prefix}{key}'{suggest(key, fields, prefix)}")
+            raise unknown_key(cls, key, prefix)
         if fields[key].metadata.get("in_memory") and not isinstance(value, (str, int, float, bool, type(None))):
             kwargs[key] = value  # rows handed over in Python (the API): validate() turns them into a source
             continue
@@ -181,16 +248,31 @@ def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         tp, _ = unwrap_optional(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else "(see help)"
-        text = f"{f.metadata.get('help', '')} [default: {default}]"
+        # argparse expands %-formats in help text: a literal % ("the top 40%") must reach it as %%
+        text = f"{f.metadata.get('help', '')} [default: {default}]".replace("%", "%%")
         if tp is bool:
             parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS, help=text,
                                 metavar="BOOL")
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
-    metavar, text = "key=value", "Overrides, e.g. beta=0.05 oracle.epochs=2"
+    example = getattr(cls, "CLI_EXAMPLE", "")
+    metavar, text = "key=value", "Overrides of the options above" + (f", e.g. {example}" if example else "")
     if positional:
         metavar, text = f"{positional} | key=value", f"{positional} arguments, and key=value overrides of the options"
-    parser.add_argument("overrides", nargs="*", metavar=metavar, help=text)
+    parser.add_argument("overrides", nargs="*", metavar=metavar, help=text.replace("%", "%%"))
+    parser.add_argument("--check", action="store_true", help=(
+        "Preflight: check the settings, the data files, the model and tokenizer and the output folder, print the "
+        "plan (steps, tokens, what is reused) and exit without loading any weights. Exit status 2 with the errors "
+        "the run would stop on."))
+    parser.epilog = KEY_VALUE_NOTE
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+KEY_VALUE_NOTE = """\
+settings: defaults < --config FILE.yaml < --option value < key=value (later wins). Keys are the option names
+with underscores (max_length=256, or --max-length 256). Sections take dotted keys (oracle.epochs=2).
+key=null unsets an optional key (e.g. max_steps=null: train by epochs again). Lists: a=1,2 or a=[1,2].
+--check prints the plan without loading weights."""
 
 
 def split_positional(args: argparse.Namespace, field: str) -> None:
@@ -209,5 +291,5 @@ def split_positional(args: argparse.Namespace, field: str) -> None:
 
 
 def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):
-    flags = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
+    flags = {k: v for k, v in vars(args).items() if k not in (*skip, "check") and not k.startswith("_")}
     return load_config(cls, args.config, args.overrides, flags)

@@ -1,7 +1,7 @@
 """The `tokensift eval` stage: `eval pairs` (preference accuracy), `eval generate` (judged answers, KL), `eval
 winrate` (AlpacaEval-style win rates from judged annotations) and `eval compare` (paired differences of runs).
 
-`tokensift.cli` calls `add_eval_parser(subparsers)`; options come from the config dataclasses, exactly as
+`tokensift.cli` calls `add_eval_actions(parser)` for the `eval` stage; options come from the config dataclasses, exactly as
 for every other stage (defaults < --config YAML < --options < key=value).
 """
 
@@ -99,14 +99,12 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `eval` with its actions on the stage subparsers of `tokensift`; returns the `eval` parser."""
+def add_eval_actions(parser: argparse.ArgumentParser) -> None:
+    """Add the actions of `tokensift eval` (pairs, generate, winrate, compare) to its parser (tokensift/cli.py
+    makes it)."""
     from tokensift.config import add_config_options
     from tokensift.eval.config import CompareConfig, GenerateEvalConfig, PairsEvalConfig, WinrateConfig
 
-    text = ("Evaluate a model: preference accuracy on held-out pairs, judged win rates of sampled answers, KL, "
-            "AlpacaEval-style raw and length-controlled win rates, paired comparisons of runs.")
-    parser = subparsers.add_parser("eval", help=text, description=text)
     actions = parser.add_subparsers(dest="eval_command", required=True, metavar="ACTION")
     for name, func, cls, positional, help_text in (
         ("pairs", cmd_pairs, PairsEvalConfig, None,
@@ -123,4 +121,3 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=help_text, description=help_text)
         add_config_options(action, cls, positional=positional)
         action.set_defaults(func=func)
-    return parser

@@ -9,7 +9,6 @@ checkpoint, scoring from its last shard). All stage settings are checked before 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
 from tokensift.sepo.config import OracleConfig, ScoreConfig
 from tokensift.train.config import TrainConfig
-from tokensift.train.hub import HUB_KEYS, check_hub
+from tokensift.train.hub import check_hub
+from tokensift.train.run_folder import training_done
 
 log = logging.getLogger(__name__)
 
@@ -78,31 +78,6 @@ class SePOConfig:
                                             "output_dir": str(self.folder("policy")), **self.policy},
                               prefix="policy.")
         return out
-
-
-def training_done(config: TrainConfig) -> bool:
-    """The stage's final model exists and was trained with exactly this config. A setting the run's card does not
-    record (added by a later version of tokensift) counts as its default, so upgrading keeps finished runs."""
-    card = Path(config.output_dir) / "final" / "run_card.json"
-    if not card.exists():
-        return False
-    recorded = json.loads(card.read_text()).get("config", {})
-    current = as_json(dataclasses.asdict(config))
-    defaults = as_json({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                        for f in dataclasses.fields(config)
-                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
-    ignore = {"resume", "progress", *HUB_KEYS}  # publishing does not change what was trained
-    changed = [f"{k}: {recorded.get(k, defaults.get(k))!r} -> {current.get(k)!r}"
-               for k in sorted((set(recorded) | set(current)) - ignore)
-               if recorded.get(k, defaults.get(k)) != current.get(k)]
-    if changed:
-        raise UserError(f"{config.output_dir} holds a finished run with other settings ({'; '.join(changed[:5])}"
-                        f"{' ...' if len(changed) > 5 else ''}); delete it or choose another output_dir")
-    return True
-
-
-def as_json(values: dict) -> dict:
-    return json.loads(json.dumps(values, default=str))
 
 
 def run_pipeline(config: SePOConfig) -> dict:

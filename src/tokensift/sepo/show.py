@@ -11,11 +11,7 @@ from pathlib import Path
 
 from tokensift.config import option
 from tokensift.errors import UserError
-from tokensift.models import load_tokenizer
 from tokensift.selection import SelectionArgs
-from tokensift.sepo.policy import training_rows
-from tokensift.sepo.score import load_scores
-from tokensift.viz.heatmap import render_heatmap
 
 
 @dataclass
@@ -43,6 +39,11 @@ def token_texts(tokenizer, ids) -> list[str]:
 
 
 def show_scores(config: ShowConfig) -> Path:
+    from tokensift.models import load_tokenizer
+    from tokensift.sepo.policy import training_rows
+    from tokensift.sepo.score import load_scores
+    from tokensift.viz.heatmap import render_heatmap
+
     meta, records = load_scores(config.scores)
     tokenizer = load_tokenizer(config.tokenizer or meta.get("oracle_model") or "")
     rows = sorted(records)

@@ -1,4 +1,4 @@
-"""`tokensift tso ACTION`: the TSO stage's command line (hooked into tokensift/cli.py by `add_tso_parser`).
+"""`tokensift tso ACTION`: the TSO stage's command line (hooked into tokensift/cli.py by `add_tso_actions`).
 
     tokensift tso run      --config configs/tso-quickstart.yaml   # everything: matrix, rounds, evaluation
     tokensift tso generate --config ...                           # only the fixed cells of the model matrix
@@ -60,13 +60,11 @@ def cmd_review(args) -> int:
     return 0
 
 
-def add_tso_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `tso` and its actions on the top-level subparsers; returns the `tso` parser."""
+def add_tso_actions(tso: argparse.ArgumentParser) -> None:
+    """Add the actions of `tokensift tso` (run, generate, review) to its parser (tokensift/cli.py makes it)."""
     from tokensift.config import add_config_options
     from tokensift.tso.config import ReviewConfig, TSOConfig
 
-    text = "TSO: model matrix, judged and human-corrected pairs, mini-batch iterative dual-clip DPO."
-    tso = subparsers.add_parser("tso", help=text, description=text)
     actions = tso.add_subparsers(dest=ACTION_DEST, required=True, metavar="ACTION")
     for name, func, cls, help_text in (
         ("run", cmd_run, TSOConfig, "Run everything: matrix, K rounds (generate, judge, correct, train), evaluation."),
@@ -77,4 +75,3 @@ def add_tso_parser(subparsers) -> argparse.ArgumentParser:
         parser = actions.add_parser(name, help=help_text, description=help_text)
         add_config_options(parser, cls)
         parser.set_defaults(func=func)
-    return tso

@@ -213,7 +213,6 @@ def round_corrections(run: TSORun, k: int, folder: Path, pairs: list[Pair]) -> d
 
 def round_training(run: TSORun, k: int, folder: Path, policy: str, trained_pairs: int) -> tuple[str, dict, int]:
     """Dual-clip DPO from the round's policy, referenced to itself. Returns (policy_out, metrics, steps)."""
-    from tokensift.train import checkpoint
     from tokensift.train.loop import Trainer
 
     if trained_pairs == 0:
@@ -223,7 +222,6 @@ def round_training(run: TSORun, k: int, folder: Path, policy: str, trained_pairs
     card = out / "final" / "run_card.json"
     if not card.exists():
         config = run.config.train_config(str(folder / "pairs.jsonl"), policy, str(out), k)
-        config.resume = checkpoint.latest_checkpoint(out) is not None
         Trainer(config).run()
     recorded = read_json(card)
     return str(out / "final"), recorded.get("final_train_metrics") or {}, recorded.get("steps", 0)
