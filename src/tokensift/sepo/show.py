@@ -1,7 +1,9 @@
-"""`tokensift show`: an HTML page of scored pairs, every token coloured by its score, key tokens outlined.
+"""`tokensift show`: an HTML page of scored pairs, every token coloured by its score, key tokens ringed.
 
-The outlined tokens are the ones training selects: the same selection settings (selection.SelectionArgs), fitted
+The ringed tokens are the ones training selects: the same selection settings (selection.SelectionArgs), fitted
 on the same rows (the training split that `limit`, `eval_fraction` and `seed` give, sepo/policy.training_rows).
+Colours are on one scale for all shown pairs unless `scale=pair`; pairs the oracle ranks the wrong way round
+(summed token rewards, chosen minus rejected, <= 0) are badged and counted (tokensift/viz/heatmap.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from tokensift.config import option
 from tokensift.errors import UserError
 from tokensift.selection import SelectionArgs
+from tokensift.viz.heatmap import SCALE_MODES
 
 
 @dataclass
@@ -23,12 +26,16 @@ class ShowConfig(SelectionArgs):
     eval_fraction: float = option(0.0, "As in the training run: the seeded share held aside (the selection is fitted on the rest).")
     seed: int = option(0, "As in the training run: the seed of its held-out split.")
     tokenizer: str | None = option(None, "Tokenizer to decode the ids (default: the oracle's, from the scores).")
+    scale: str = option("global", "Colour scale the page opens on: global (one scale for all pairs shown, so an "
+                        "oracle's noise looks faint) or pair (each pair on its own); the page can switch.")
 
     def validate(self) -> None:
         if not self.scores:
             raise UserError("show needs scores=DIR (from `tokensift score`)")
         if self.pairs < 1:
             raise UserError(f"pairs must be at least 1, got {self.pairs}")
+        if self.scale not in SCALE_MODES:
+            raise UserError(f"scale must be one of {', '.join(SCALE_MODES)}, got {self.scale!r}")
         self.validate_selection()
         if not 0 <= self.eval_fraction < 1:
             raise UserError(f"eval_fraction must lie in [0, 1), got {self.eval_fraction}")
@@ -67,6 +74,7 @@ def show_scores(config: ShowConfig) -> Path:
             "selection": config.selection, "k_chosen": config.k_chosen, "k_rejected": config.k_rejected,
             "pairs shown": f"{len(pairs)} of {len(rows)}"}
     try:
-        return render_heatmap(pairs, config.output, title="tokensift: oracle token rewards", meta=info)
+        return render_heatmap(pairs, config.output, title="tokensift: oracle token rewards", meta=info,
+                              scale=config.scale)
     except OSError as exc:  # e.g. the output's folder is a file, or read-only
         raise UserError(f"cannot write {config.output}: {exc.strerror or exc}") from None
