@@ -91,6 +91,11 @@ def cmd_score(args) -> int:
     from tokensift.sepo.score import score_tokens
 
     config = config_from_args(ScoreConfig, args)
+    if args.check:
+        from tokensift.preflight import print_plan
+        from tokensift.sepo.score import plan_scoring
+
+        return print_plan(plan_scoring(config))
     result = score_tokens(config)
     print(f"scored {result.rows_scored} new pairs ({result.rows_total} in {result.output_dir}); "
           f"{result.tokens / max(result.seconds, 1e-9):.0f} tokens/s")
@@ -103,28 +108,52 @@ def cmd_score(args) -> int:
 def cmd_sepo(args) -> int:
     from tokensift.sepo.pipeline import SePOConfig, run_pipeline
 
-    run_pipeline(config_from_args(SePOConfig, args))
+    config = config_from_args(SePOConfig, args)
+    if args.check:
+        from tokensift.preflight import print_plan
+        from tokensift.sepo.pipeline import plan_pipeline
+
+        return print_plan(plan_pipeline(config))
+    run_pipeline(config)
     return 0
 
 
 def cmd_show(args) -> int:
     from tokensift.sepo.show import ShowConfig, show_scores
 
-    print(f"wrote {show_scores(config_from_args(ShowConfig, args))}")
+    config = config_from_args(ShowConfig, args)
+    if args.check:
+        from tokensift.preflight import print_plan
+        from tokensift.sepo.show import plan_show
+
+        return print_plan(plan_show(config))
+    print(f"wrote {show_scores(config)}")
     return 0
 
 
 def cmd_sweep(args) -> int:
     from tokensift.sweep import SweepConfig, run_sweep
 
-    run_sweep(config_from_args(SweepConfig, args))
+    config = config_from_args(SweepConfig, args)
+    if args.check:
+        from tokensift.preflight import print_plan
+        from tokensift.sweep import plan_sweep
+
+        return print_plan(plan_sweep(config))
+    run_sweep(config)
     return 0
 
 
 def cmd_demo(args) -> int:
     from tokensift.demo import DemoConfig, run_demo
 
-    run_demo(config_from_args(DemoConfig, args))
+    config = config_from_args(DemoConfig, args)
+    if args.check:
+        from tokensift.demo import plan_demo
+        from tokensift.preflight import print_plan
+
+        return print_plan(plan_demo(config))
+    run_demo(config)
     return 0
 
 
@@ -251,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tokensift ... | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         record_command(None)  # a later run in this process (the Python API) was not started by this command
 

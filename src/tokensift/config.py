@@ -128,25 +128,24 @@ def unknown_key(cls, key: str, prefix: str = "") -> UserError:
     homes = [name for name in fields if (section := section_of(cls, name)) is not None
              and key in section.__dataclass_fields__]
     if homes:
-        return UserError(f"unknown config key '{prefix}{key}': it is a key of the "
-                         f"{' or '.join(prefix + h for h in homes)} section here; write {prefix}{homes[0]}.{key}=...")
+        names = [f"{prefix}{home}.{key}" for home in homes]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        return UserError(f"unknown config key '{prefix}{key}': here it belongs to a section; write {listed}")
     return UserError(f"unknown config key '{prefix}{key}'{suggest(key, fields, prefix)}")
 
 
 def apply_aliases(cls, values: dict, prefix: str = "") -> dict:
-    """Another project's names for our keys (`KEY_ALIASES` of the class: name -> (our key, value map or None)),
-    renamed to ours. Giving both names is an error, so neither value is silently dropped."""
+    """Another project's names for our keys (`KEY_ALIASES` of the class: name -> (our key, converter or None)),
+    renamed to ours; the converter maps the other project's values onto ours (a UserError for one with no
+    counterpart). Giving both names is an error, so neither value is silently dropped."""
     aliases = getattr(cls, "KEY_ALIASES", {})
     out = {}
     for key, value in values.items():
         alias = aliases.get(key)
         if isinstance(alias, tuple) and key not in cls.__dataclass_fields__:
-            ours, mapping = alias
-            if mapping is not None:
-                if str(value).lower() not in mapping:
-                    raise UserError(f"config key '{prefix}{key}' (our '{ours}'): value {value!r} has no counterpart "
-                                    f"here; use {prefix}{ours}= with one of: {', '.join(sorted(set(mapping.values())))}")
-                value = mapping[str(value).lower()]
+            ours, convert = alias
+            if convert is not None and value is not None:
+                value = convert(value)
             if ours in values or ours in out:
                 raise UserError(f"config keys '{prefix}{key}' and '{prefix}{ours}' are the same setting; give one")
             out[ours] = value
@@ -217,13 +216,25 @@ def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def load_config(cls, path: str | None = None, overrides: list[str] | None = None, flags: dict | None = None):
-    """defaults < YAML file < flags (from --options) < key=value overrides."""
+def merged(base: dict, values: dict) -> dict:
+    """`values` over `base`, mappings merged key by key (a run's recorded `train` section plus `train.beta=...`)."""
+    out = dict(base)
+    for key, value in values.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(cls, path: str | None = None, overrides: list[str] | None = None, flags: dict | None = None,
+                base=None):
+    """defaults < base < YAML file < flags (from --options) < key=value overrides. `base`: a mapping, or a function
+    of the other values giving one (e.g. the settings a run folder recorded, found from their output_dir)."""
     values = read_yaml(path) if path else {}
     for key, value in (flags or {}).items():
         apply_override(values, key, value)
     for key, value in parse_overrides(overrides or []):
         apply_override(values, key, value)
+    if base is not None:
+        values = merged(base(values) if callable(base) else base, values)
     return build(cls, values)
 
 
@@ -241,6 +252,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
     """One `--option` per dataclass field (help from the field), plus --config and key=value overrides.
     `positional` names what plain arguments besides key=value are (e.g. FILE), see split_positional."""
     parser.add_argument("--config", help="YAML file of settings (keys as below, underscores).")
+    parser.config_class = cls  # what the options fill (tests/test_cli_help.py checks the help's examples against it)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or dataclasses.is_dataclass(unwrap_optional(hints[f.name])[0]):
@@ -290,6 +302,7 @@ def split_positional(args: argparse.Namespace, field: str) -> None:
         setattr(args, field, given + plain)
 
 
-def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):
+def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose"),
+                     base=None):
     flags = {k: v for k, v in vars(args).items() if k not in (*skip, "check") and not k.startswith("_")}
-    return load_config(cls, args.config, args.overrides, flags)
+    return load_config(cls, args.config, args.overrides, flags, base)

@@ -30,7 +30,9 @@ class Plan:
     lines: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, what: str, text: str) -> None:
-        self.lines.append((what, text))
+        """One entry; a text of several lines (a loader's summary) continues on lines of its own."""
+        for i, line in enumerate(str(text).splitlines() or [""]):
+            self.lines.append((what if i == 0 else "", line.strip()))
 
     def extend(self, other: "Plan", prefix: str = "") -> None:
         self.lines += [(f"{prefix}{what}", text) for what, text in other.lines]

@@ -19,6 +19,8 @@ from tokensift.viz.heatmap import SCALE_MODES
 
 @dataclass
 class ShowConfig(SelectionArgs):
+    CLI_EXAMPLE = "pairs=20 k_chosen=0.2 scale=pair"
+
     scores: str = option("", "Folder of token scores written by `tokensift score`.")
     output: str = option("token-scores.html", "The HTML file to write (self-contained, opens offline).")
     pairs: int = option(200, "How many pairs to include (the first N rows).")
@@ -78,3 +80,24 @@ def show_scores(config: ShowConfig) -> Path:
                               scale=config.scale)
     except OSError as exc:  # e.g. the output's folder is a file, or read-only
         raise UserError(f"cannot write {config.output}: {exc.strerror or exc}") from None
+
+
+def plan_show(config: ShowConfig):
+    """`tokensift show --check`: the scores are complete and readable, their tokenizer loads, the page can be
+    written."""
+    from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+    from tokensift.shards import ShardStore
+
+    plan = Plan("show")
+    meta = ShardStore(config.scores).read_meta()
+    if not meta:
+        raise UserError(f"{config.scores} holds no token scores (no meta.json); run `tokensift score` first")
+    if not meta.get("complete"):
+        raise UserError(f"the scoring run in {config.scores} did not finish; rerun `tokensift score` to complete it")
+    plan.add("scores", f"{config.scores}: {meta.get('rows', 0):,} scored pairs of oracle {meta.get('oracle_model')}")
+    name = config.tokenizer or meta.get("oracle_model") or ""
+    check_tokenizer(locate_model(name))
+    plan.add("tokens", f"decoded with the tokenizer of {name}")
+    plan.add("output", f"{config.output} ({check_writable(config.output, 'output')}): the first "
+                       f"{min(config.pairs, meta.get('rows', 0)):,} pairs, {config.scale} colour scale")
+    return plan

@@ -122,7 +122,7 @@ def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_mode
             model.eval()
             with accelerator.autocast():  # the precision of the policy's own forward: rewards start at exactly 0
                 cache.fill(model, missing, config.ref_batch_size, tokenizer.pad_token_id, accelerator.device,
-                           share_prompt=config.share_prompt, packing=config.packing)
+                           share_prompt=config.share_prompt, packing=config.packing, progress=config.progress)
             del model
             free_memory()  # the pass's buffers (and a separate reference model) before training allocates its own
             accelerator.wait_for_everyone()

@@ -69,13 +69,13 @@ def plan_training(config: TrainConfig, data: Callable | None = None, stage: str 
     train, held = built.train.pairs, (built.eval.pairs if built.eval else [])
     plan.add("data", f"{built.train.source}: {len(train):,} training pairs, {len(held):,} held out")
     for note in built.train.notes:
-        for line in str(note).splitlines():
-            plan.add("", line.strip())
+        plan.add("", note)
     world = world_size()
     per_step = config.batch_size * config.grad_accum * world
     schedule = Schedule(len(train), per_step, config.seed, config.epochs, config.max_steps)
     epochs = schedule.total_steps / max(schedule.steps_per_epoch, 1)
-    plan.add("steps", f"{schedule.total_steps:,} optimizer steps of {per_step} pairs (batch_size {config.batch_size}"
+    plan.add("steps", f"{schedule.total_steps:,} optimizer step{'s' if schedule.total_steps != 1 else ''} of "
+                      f"{per_step} pairs (batch_size {config.batch_size}"
                       f" x grad_accum {config.grad_accum} x {world} process{'es' if world > 1 else ''}), "
                       f"{epochs:.3g} epoch{'s' if epochs != 1 else ''}")
     tokens = [_run_tokens(spec, config, p) for p in train]

@@ -48,15 +48,32 @@ def recorded_settings(folder: Path) -> dict | None:
     return None
 
 
-def changed_settings(recorded: dict, config) -> list[str]:
-    """'key: recorded -> now' for every compared setting that differs (unrecorded ones count as their default)."""
+def changed_settings(recorded: dict, config, ignore=NOT_COMPARED) -> list[str]:
+    """'key: recorded -> now' for every compared setting that differs (unrecorded ones count as their default).
+    `ignore`: the settings that may differ (the run folders' NOT_COMPARED; evaluation results have their own)."""
     current = as_json(dataclasses.asdict(config))
     defaults = as_json({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
                         for f in dataclasses.fields(config)
                         if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
     return [f"{k}: {recorded.get(k, defaults.get(k))!r} -> {current.get(k)!r}"
-            for k in sorted((set(recorded) | set(current)) - NOT_COMPARED)
+            for k in sorted((set(recorded) | set(current)) - set(ignore))
             if recorded.get(k, defaults.get(k)) != current.get(k)]
+
+
+def settings_key(config) -> str:
+    """8 hex digits naming the compared settings of a run (output_dir left out): a stage folder's suffix when the
+    plain folder holds a run with other settings (sepo/pipeline.py)."""
+    import hashlib
+
+    values = {k: v for k, v in as_json(dataclasses.asdict(config)).items() if k not in NOT_COMPARED | {"output_dir"}}
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def recorded_differences(config) -> list[str] | None:
+    """None when output_dir holds no run's record; else the compared settings that differ ([] for the same)."""
+    folder = Path(config.output_dir)
+    recorded = recorded_settings(folder) if folder.is_dir() else None
+    return None if recorded is None else changed_settings(recorded, config)
 
 
 def _has_run(folder: Path) -> bool:
