@@ -105,8 +105,9 @@ def test_selected_token_dpo_sums_policy_and_reference_over_the_same_tokens():
 
 def test_selectors_are_fitted_on_the_training_split_only(tmp_path, model_dir):
     from tokensift.sepo.config import ScoreConfig
-    from tokensift.sepo.policy import selected_train_data
-    from tokensift.sepo.score import load_scores, score_tokens
+    from tokensift.scores import load_scores
+    from tokensift.sepo.score import score_tokens
+    from tokensift.train.run import selected_train_data
     from tokensift.models import load_tokenizer
 
     from conftest import build_model

@@ -165,8 +165,7 @@ def write_table(config: SweepConfig, rows: list[dict]) -> Path:
 
 def run_sweep(config: SweepConfig) -> list[dict]:
     """Train every run of the grid (skipping finished ones) and write the table after each."""
-    from tokensift.sepo.pipeline import training_done
-    from tokensift.sepo.policy import train_run
+    from tokensift.train.run import train_run, training_done
 
     runs = config.runs()
     rows = []

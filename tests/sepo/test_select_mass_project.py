@@ -5,7 +5,7 @@ import pytest
 
 from conftest import CORPUS, build_tokenizer
 from tokensift.sepo.mass import absolute_mass_share, pair_mass_curve
-from tokensift.sepo.project import project_scores, response_spans
+from tokensift.projection import project_scores, response_spans
 from tokensift.selection import Selection, selection_masks
 
 

@@ -9,7 +9,6 @@ checkpoint, scoring from its last shard). All stage settings are checked before 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
 from tokensift.sepo.config import OracleConfig, ScoreConfig
 from tokensift.train.config import TrainConfig
-from tokensift.train.hub import HUB_KEYS, check_hub
+from tokensift.train.hub import check_hub
 
 log = logging.getLogger(__name__)
 
@@ -80,40 +79,15 @@ class SePOConfig:
         return out
 
 
-def training_done(config: TrainConfig) -> bool:
-    """The stage's final model exists and was trained with exactly this config. A setting the run's card does not
-    record (added by a later version of tokensift) counts as its default, so upgrading keeps finished runs."""
-    card = Path(config.output_dir) / "final" / "run_card.json"
-    if not card.exists():
-        return False
-    recorded = json.loads(card.read_text()).get("config", {})
-    current = as_json(dataclasses.asdict(config))
-    defaults = as_json({f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                        for f in dataclasses.fields(config)
-                        if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING})
-    ignore = {"resume", "progress", *HUB_KEYS}  # publishing does not change what was trained
-    changed = [f"{k}: {recorded.get(k, defaults.get(k))!r} -> {current.get(k)!r}"
-               for k in sorted((set(recorded) | set(current)) - ignore)
-               if recorded.get(k, defaults.get(k)) != current.get(k)]
-    if changed:
-        raise UserError(f"{config.output_dir} holds a finished run with other settings ({'; '.join(changed[:5])}"
-                        f"{' ...' if len(changed) > 5 else ''}); delete it or choose another output_dir")
-    return True
-
-
-def as_json(values: dict) -> dict:
-    return json.loads(json.dumps(values, default=str))
-
-
 def run_pipeline(config: SePOConfig) -> dict:
     from tokensift.models import load_tokenizer
     from tokensift.sepo.mass import describe, mass_summary, save_summary
     from tokensift.sepo.oracle import train_oracle
     from tokensift.sepo.score import score_tokens, scores_complete
     from tokensift.selection import SelectionArgs
-    from tokensift.sepo.policy import train_policy
     from tokensift.sepo.show import ShowConfig, show_scores
     from tokensift.train.loop import train
+    from tokensift.train.run import train_run, training_done
 
     stages = config.stages()
     for stage in stages.values():
@@ -146,7 +120,7 @@ def run_pipeline(config: SePOConfig) -> dict:
         print(f"[sepo] policy: done already ({policy.output_dir}/final), skipped")
     else:
         print(f"[sepo] policy: SePO on {policy.model}, k_chosen={policy.k_chosen}, k_rejected={policy.k_rejected}")
-        train_policy(policy)
+        train_run(policy)
     report["stages"]["policy"] = str(Path(policy.output_dir) / "final")
     if config.show_pairs:
         page = show_scores(build(ShowConfig, {

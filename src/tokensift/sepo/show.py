@@ -1,7 +1,7 @@
 """`tokensift show`: an HTML page of scored pairs, every token coloured by its score, key tokens outlined.
 
 The outlined tokens are the ones training selects: the same selection settings (selection.SelectionArgs), fitted
-on the same rows (the training split that `limit`, `eval_fraction` and `seed` give, sepo/policy.training_rows).
+on the same rows (the training split that `limit`, `eval_fraction` and `seed` give, train/run.training_rows).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from tokensift.config import option
 from tokensift.errors import UserError
 from tokensift.models import load_tokenizer
 from tokensift.selection import SelectionArgs
-from tokensift.sepo.policy import training_rows
-from tokensift.sepo.score import load_scores
+from tokensift.scores import load_scores
+from tokensift.train.run import training_rows
 from tokensift.viz.heatmap import render_heatmap
 
 
