@@ -405,6 +405,19 @@ def test_bad_hyperparameters_raise(call):
         call()
 
 
+def test_sepo_and_simpo_name_themselves_in_their_errors():
+    b = batch()
+    b["chosen_mask"] = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"^simpo_loss: chosen_mask selects no token in pair\(s\) at batch index \[0"):
+        L.simpo_loss(**b)
+    with pytest.raises(ValueError, match=r"^sepo_loss: chosen_mask selects no token"):
+        L.sepo_loss(**b)
+    with pytest.raises(ValueError, match=r"^simpo_loss: gamma must be a finite number >= 0"):
+        L.simpo_loss(**batch(), gamma=-1.0)
+    with pytest.raises(ValueError, match=r"^sepo_loss: margin must be a finite number >= 0"):
+        L.sepo_loss(**batch(), margin=-1.0)
+
+
 def test_loss_name_tuples():
     assert set(L.REFERENCE_FREE) == {"simpo", "rrhf", "sepo"}
     assert set(L.NEEDS_REFERENCE) == {"dpo", "ipo", "cdpo", "robust", "hinge", "tdpo", "tso"}

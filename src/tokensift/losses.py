@@ -225,6 +225,21 @@ def _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask, re
     return policy_chosen, policy_rejected, chosen_logratios, rejected_logratios
 
 
+def _mean_margin_loss(who, scale, margin, chosen_logps, chosen_mask, rejected_logps, rejected_mask):
+    """SimPO's and SePO's one equation, reference-free: with mean_c, mean_r the mean policy log-prob over each
+    side's mask (an empty mask is a ValueError naming the pair),
+
+        L = -log sigmoid(scale * mean_c - scale * mean_r - margin)
+
+    rewards/* = scale * mean (the margin metric does not subtract `margin`); logps/* are sums over the masks."""
+    _check_pair(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask)
+    reward_c = scale * _masked_mean(who, "chosen", chosen_logps, chosen_mask)
+    reward_r = scale * _masked_mean(who, "rejected", rejected_logps, rejected_mask)
+    per_pair = -F.logsigmoid(reward_c - reward_r - margin)
+    return _pair_output(per_pair, reward_c, reward_r,
+                        _masked_sum(chosen_logps, chosen_mask), _masked_sum(rejected_logps, rejected_mask))
+
+
 # ------------------------------------------------------------------------------------------------ losses
 
 
@@ -379,12 +394,7 @@ def simpo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, beta
     """
     _check_positive("simpo_loss", "beta", beta)
     _check_nonnegative("simpo_loss", "gamma", gamma)
-    _check_pair("simpo_loss", chosen_logps, chosen_mask, rejected_logps, rejected_mask)
-    reward_c = beta * _masked_mean("simpo_loss", "chosen", chosen_logps, chosen_mask)
-    reward_r = beta * _masked_mean("simpo_loss", "rejected", rejected_logps, rejected_mask)
-    per_pair = -F.logsigmoid(reward_c - reward_r - gamma)
-    return _pair_output(per_pair, reward_c, reward_r,
-                        _masked_sum(chosen_logps, chosen_mask), _masked_sum(rejected_logps, rejected_mask))
+    return _mean_margin_loss("simpo_loss", beta, gamma, chosen_logps, chosen_mask, rejected_logps, rejected_mask)
 
 
 @register("rrhf", "RRHF: ranking hinge on mean log-probs plus SFT", params={"rrhf_sft_weight": "sft_weight"})
@@ -474,12 +484,7 @@ def sepo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, gamma
     """
     _check_positive("sepo_loss", "gamma", gamma)
     _check_nonnegative("sepo_loss", "margin", margin)
-    _check_pair("sepo_loss", chosen_logps, chosen_mask, rejected_logps, rejected_mask)
-    reward_c = gamma * _masked_mean("sepo_loss", "chosen", chosen_logps, chosen_mask)
-    reward_r = gamma * _masked_mean("sepo_loss", "rejected", rejected_logps, rejected_mask)
-    per_pair = -F.logsigmoid(reward_c - reward_r - margin)
-    return _pair_output(per_pair, reward_c, reward_r,
-                        _masked_sum(chosen_logps, chosen_mask), _masked_sum(rejected_logps, rejected_mask))
+    return _mean_margin_loss("sepo_loss", gamma, margin, chosen_logps, chosen_mask, rejected_logps, rejected_mask)
 
 
 @register("tso", "TSO dual-clip DPO", reference="cached",

@@ -132,11 +132,6 @@ class SelectionArgs:
                                                                                                 rejected_scores)
 
 
-def selected_count(k: float, n: int) -> int:
-    """floor(k * n), at least 1, without float error (k * n is rounded to 6 decimals before the floor)."""
-    return max(1, math.floor(round(k * n, 6)))
-
-
 @dataclass
 class Selection:
     """A strategy with its settings, and the values it fitted on the training split (global_threshold's)."""
