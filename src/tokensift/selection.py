@@ -19,6 +19,7 @@ Every response keeps at least one token.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -59,9 +60,24 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def strategy(name: str, summary: str, fit: Callable | None = None):
+    """Declare the decorated `pick(ranking, k, fitted, selection)` as selection strategy `name`; `fit(selection,
+    chosen_scores, rejected_scores)`, when given, fits its values on the training split (see Strategy)."""
+
     def declare(pick):
         if name in STRATEGIES:
             raise ValueError(f"selection strategy '{name}' is declared twice")
+        if not isinstance(summary, str) or not summary.strip():
+            raise ValueError(f"selection strategy '{name}': the summary (a line for the help) must be a non-empty "
+                             "string")
+        for what, function, arguments in (("pick", pick, "ranking, k, fitted, selection"),
+                                          ("fit", fit, "selection, chosen_scores, rejected_scores")):
+            if function is None and what == "fit":
+                continue
+            try:
+                inspect.signature(function).bind(*arguments.split(", "))
+            except (TypeError, ValueError):
+                raise ValueError(f"selection strategy '{name}': {what} must be a function of ({arguments}), got "
+                                 f"{getattr(function, '__name__', repr(function))}") from None
         STRATEGIES[name] = Strategy(name, pick, summary, fit)
         return pick
 
