@@ -45,10 +45,10 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     train_dataset / eval_dataset: preference data (path, list of dicts, datasets.Dataset), else `config.data`.
     processing_class: the policy's tokenizer object (default: loaded from `model`).
     With a token selector (`selector`, or loss="sepo", which trains on the oracle's key tokens from `scores`) the
-    pairs and selection are built by sepo/policy.selected_train_data.
+    pairs and selection are built by train/run.selected_train_data.
     """
-    from tokensift.sepo.policy import train_run
     from tokensift.train.config import TrainConfig
+    from tokensift.train.run import train_run
 
     _with_data(settings, "data", train_dataset, "train_dataset")
     _with_data(settings, "eval_data", eval_dataset, "eval_dataset")
@@ -74,8 +74,8 @@ def train_oracle(config=None, *, train_dataset=None, **settings):
 def score_tokens(config=None, *, dataset=None, **settings):
     """Score every response token with the oracle's implicit reward (`ScoreConfig`); returns (ScoreResult,
     records), records: row -> {prompt_ids, chosen_ids, rejected_ids, chosen_scores, rejected_scores}."""
+    from tokensift.scores import load_scores
     from tokensift.sepo.config import ScoreConfig
-    from tokensift.sepo.score import load_scores
     from tokensift.sepo.score import score_tokens as run
 
     result = run(configure(ScoreConfig, config, **_with_data(settings, "data", dataset, "dataset")))
@@ -85,9 +85,9 @@ def score_tokens(config=None, *, dataset=None, **settings):
 def select_tokens(scores: str, *, limit: int | None = None, eval_fraction: float = 0.0, seed: int = 0, **selection):
     """The token selection training would make from stored scores, fitted on the same training rows:
     row -> (chosen mask, rejected mask) as boolean arrays. `selection`: SelectionArgs settings (k_chosen ...)."""
+    from tokensift.scores import load_scores
     from tokensift.selection import SelectionArgs
-    from tokensift.sepo.policy import training_rows
-    from tokensift.sepo.score import load_scores
+    from tokensift.train.run import training_rows
 
     args = configure(SelectionArgs, None, **selection)
     args.validate_selection()

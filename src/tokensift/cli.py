@@ -34,7 +34,7 @@ def run_train(args, forced_loss: str | None = None) -> int:
 
         data = None
         if config.active_selector != "none":
-            from tokensift.sepo.policy import selected_train_data as data
+            from tokensift.train.run import selected_train_data as data
         return print_plan(plan_training(config, data, args.command))
     print_result(train_model(config))
     return 0

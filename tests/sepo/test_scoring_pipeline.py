@@ -9,7 +9,8 @@ import torch
 
 from conftest import build_model, train_config, write_pairs
 from tokensift.sepo.config import ScoreConfig
-from tokensift.sepo.score import load_scores, score_tokens
+from tokensift.scores import load_scores
+from tokensift.sepo.score import score_tokens
 from tokensift.shards import ShardStore
 from tokensift.api import train_model as train
 from tokensift.train.metrics import read_metrics
@@ -111,7 +112,7 @@ def test_sepo_reads_only_selected_tokens(tmp_path, two_models):
     score_tokens(score_cfg)
     cfg = train_config(tmp_path, ref_dir, "", loss="sepo", scores=score_cfg.output_dir, k_chosen=0.3,
                        k_rejected=0.3, max_steps=1)  # no data: SePO reads its pairs from the scores
-    from tokensift.sepo.policy import selected_train_data
+    from tokensift.train.run import selected_train_data
     from tokensift.train.loop import Trainer
 
     trainer = Trainer(cfg, selected_train_data)
