@@ -27,7 +27,7 @@ _PUBLIC = {
     "TrainResult": "tokensift.train.loop", "ScoreResult": "tokensift.sepo.score",
     # what the engine offers, declared once each
     "LOSSES": "tokensift.losses", "SELECTORS": "tokensift.selectors", "JUDGES": "tokensift.judges", "build_judge": "tokensift.judges",
-    "UserError": "tokensift.errors",
+    "UserError": "tokensift.errors", "load_config": "tokensift.config",
 }
 
 __all__ = ["__version__", *_PUBLIC]
