@@ -27,9 +27,11 @@ from tokensift.train.hub import HUB_KEYS
 
 RECORD = "run_config.json"
 # may differ between the run that made a folder and one that continues it: they change nothing that is trained
+# (nan_policy only decides what happens at a non-finite step: a run stopped there continues with nan_policy=skip;
+# output_dir is the folder itself, which may have been moved or copied)
 NOT_COMPARED = frozenset({
-    "resume", "overwrite", "progress", "trackers", "log_every", "save_every", "eval_every", "keep_checkpoints",
-    "ref_cache_dir", "ref_batch_size", "eval_batch_size", "keep_freed_memory", *HUB_KEYS,
+    "output_dir", "resume", "overwrite", "progress", "trackers", "log_every", "save_every", "eval_every", "keep_checkpoints",
+    "ref_cache_dir", "ref_batch_size", "eval_batch_size", "keep_freed_memory", "nan_policy", *HUB_KEYS,
 })
 
 
@@ -65,7 +67,7 @@ def settings_key(config) -> str:
     plain folder holds a run with other settings (sepo/pipeline.py)."""
     import hashlib
 
-    values = {k: v for k, v in as_json(dataclasses.asdict(config)).items() if k not in NOT_COMPARED | {"output_dir"}}
+    values = {k: v for k, v in as_json(dataclasses.asdict(config)).items() if k not in NOT_COMPARED}
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 
 
