@@ -21,14 +21,14 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # ---------------------------------------------------------------------------------------------------- stages
 def run_train(args, forced_loss: str | None = None) -> int:
-    from tokensift.api import train_model
+    from tokensift.sepo.policy import train_run
     from tokensift.train.config import TrainConfig
 
     config = config_from_args(TrainConfig, args)
     if forced_loss:
         config.loss = forced_loss
         config.validate()
-    print_result(train_model(config))
+    print_result(train_run(config))  # not api.train_model: the command line keeps its default output_dir
     return 0
 
 

@@ -130,19 +130,20 @@ def selected_train_data(config: TrainConfig, tokenizer) -> TrainData:
     return data
 
 
-def train_policy(config: TrainConfig, tokenizer=None):
+def train_policy(config: TrainConfig, tokenizer=None, given=None):
     """Train on the tokens the configured selector picks (`tokensift train loss=sepo scores=DIR`, or any loss with
-    `selector=...`)."""
+    `selector=...`). given: model objects handed over in Python (tokensift.given.Given)."""
     from tokensift.train.loop import train
 
-    return train(config, selected_train_data, tokenizer)
+    return train(config, selected_train_data, tokenizer, given)
 
 
-def train_run(config: TrainConfig, tokenizer=None):
+def train_run(config: TrainConfig, tokenizer=None, given=None):
     """Train with any loss: on the configured selector's tokens when one is active (loss=sepo reads the oracle's
-    from `scores`), else on every response token. What `tokensift train`, the Python API and sweeps call."""
+    from `scores`), else on every response token. What `tokensift train`, the Python API and sweeps call.
+    given: model objects handed over in Python (tokensift.given.Given)."""
     from tokensift.train.loop import train
 
     if config.active_selector != "none":
-        return train_policy(config, tokenizer)
-    return train(config, tokenizer=tokenizer)
+        return train_policy(config, tokenizer, given)
+    return train(config, tokenizer=tokenizer, given=given)

@@ -64,15 +64,16 @@ class ReferenceLogpCache:
         return [p for p in pairs if p.row not in done]
 
     def fill(self, model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, shard_pairs: int = 512,
-             share_prompt: bool = True, packing: str = "auto"):
-        """Compute this process's share (by row) of `pairs`, the missing ones, and write them shard by shard."""
+             share_prompt: bool = True, packing: str = "auto", progress: bool = True):
+        """Compute this process's share (by row) of `pairs`, the missing ones, and write them shard by shard
+        (with a progress bar on the main process when `progress`)."""
         todo = [p for p in pairs if p.row % self.world == self.rank]
         if not todo:
             return 0
         if self.rank == 0:
             self.store.write_meta(self.meta)
         buffer: dict[str, list] = {"row": [], "chosen": [], "rejected": []}
-        desc = "reference log-probs" if self.rank == 0 else None
+        desc = "reference log-probs" if self.rank == 0 and progress else None
         for pair, chosen, rejected in iter_pair_logps(model, todo, batch_size, pad_id, device, desc, share_prompt,
                                                    packing):
             buffer["row"].append(pair.row)
