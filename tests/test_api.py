@@ -267,6 +267,23 @@ def test_two_in_memory_models_of_one_name_never_share_the_reference_cache(tmp_pa
     assert card["config"]["model"] == str(model_dir) and card["model_objects"]["model"]["name_or_path"] == str(model_dir)
 
 
+def test_a_run_folder_remembers_the_model_object_it_started_from(tmp_path, tokenizer, capsys):
+    """Two objects can share a name_or_path (the config's `model`): a run in output_dir is kept (same settings)
+    only when it started from the same weights; from other weights it is refused, as other settings are."""
+    data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+    settings = dict(processing_class=tokenizer, train_dataset=str(data), output_dir=str(tmp_path / "run"),
+                    ref_cache_dir=str(tmp_path / "cache"), **FAST)
+    model = build_model(len(tokenizer), seed=0)
+    first = tokensift.train_model(model=model, **settings)
+    card = (first.final_dir / "run_card.json").read_text()
+    again = tokensift.train_model(model=build_model(len(tokenizer), seed=0), **settings)  # the same start
+    assert again.final_dir == first.final_dir and "finished already with these settings" in capsys.readouterr().out
+    assert (first.final_dir / "run_card.json").read_text() == card  # kept, not trained again
+    with pytest.raises(UserError, match=r"holds a run that started from other model objects \(model [0-9a-f]{12}; "
+                                        r"this run: model [0-9a-f]{12}\); a model object is trained in place"):
+        tokensift.train_model(model=model, **settings)  # trained in place since: another start
+
+
 def test_peft_config_trains_only_its_adapters(tmp_path, tokenizer):
     from peft import LoraConfig
 

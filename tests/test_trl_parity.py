@@ -73,6 +73,7 @@ from tokensift.logprobs import LabelLogps, token_logps
 from tokensift.train.config import TrainConfig
 from tokensift.train.objective import compute_loss as tokensift_compute_loss
 from tokensift.train.ref_cache import ReferenceLogpCache
+from tokensift.train.trl_names import TRL_LOSS_TYPES
 
 datasets = pytest.importorskip("datasets")
 trl = pytest.importorskip("trl")
@@ -83,8 +84,9 @@ ATOL = 1e-5
 SUM_RTOL = 1e-6
 GRAD_RTOL = 1e-4
 LABEL_SMOOTHING = 0.2
-# TRL loss_type -> tokensift loss name
-LOSS_NAMES = {"sigmoid": "dpo", "ipo": "ipo", "hinge": "hinge", "robust": "robust"}
+# TRL loss_type -> tokensift loss name: the table `loss_type=` reads (train/trl_names.py); each pairwise entry is
+# checked against TRL below (sft is TRL's NLL term, not a preference loss)
+LOSS_NAMES = {trl: ours for trl, ours in TRL_LOSS_TYPES.items() if trl != "sft"}
 # transformers 5 renamed gradient_checkpointing; TRL 1.16 still reads the old name on every forward
 pytestmark = pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
 
@@ -314,7 +316,7 @@ def test_policy_logps_match_trl(tmp_path, tokenizer, pairs):
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0, 3.0])
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "hinge", "robust"])
+@pytest.mark.parametrize("loss_type", sorted(LOSS_NAMES))
 def test_loss_and_gradients_match_trl(tmp_path, tokenizer, pairs, loss_type, beta):
     """Loss value, every parameter gradient and the reward metrics, TRL (live reference) vs ours (cached reference).
 

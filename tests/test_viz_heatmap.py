@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tokensift import viz
 from tokensift.viz import render_heatmap, robust_scale
 
 XSS = "<img src=x onerror=\"document.title='pwned'\">"
@@ -224,6 +225,99 @@ def test_many_pairs_and_long_responses_are_fast(tmp_path):
     assert len(_embedded(out)["pairs"]) == 1201
 
 
+# ------------------------------------------------------------------ scale, oracle margin, string/notebook API
+
+
+def _signal_and_noise():
+    """A pair with a real signal (|score| ~ 1) and one whose scores are oracle noise (+-0.0005)."""
+    signal = _pair(0, 20, 20, seed=1)
+    noise = {"row": 1, "prompt": "p",
+             "chosen": _resp([f" n{i}" for i in range(8)], [(-1) ** i * 0.0005 for i in range(8)], [True] * 8),
+             "rejected": _resp([f" m{i}" for i in range(8)], [(-1) ** i * 0.0004 for i in range(8)], [False] * 8)}
+    return [signal, noise]
+
+
+def _static_text(text, ident):
+    m = re.search(rf'<(\w+)\b[^>]*\bid="{ident}"[^>]*>([^<]*)<', text)
+    assert m, f"no #{ident} in the page"
+    return m.group(2)
+
+
+def test_default_scale_is_global_and_the_legend_prints_its_range(tmp_path):
+    pairs = _signal_and_noise()
+    text = viz.heatmap_html(pairs)
+    doc = json.loads(DATA_RE.search(text).group(1))
+    sc = doc["scale"]
+    assert doc["version"] == 2 and sc["default"] == "global"
+    assert sc["global"] == pytest.approx(robust_scale(
+        [s for p in pairs for side in ("chosen", "rejected") for s in p[side]["scores"]]))
+    assert sc["pairs"][1] == pytest.approx(0.0005)  # the noise pair alone would look as vivid as the signal
+    # the legend carries the numbers before any script runs
+    assert _static_text(text, "lo") == f"-{sc['global']:.3g}" and _static_text(text, "hi") == f"+{sc['global']:.3g}"
+    assert f"\u00b1{sc['global']:.3g}" in _static_text(text, "scalenote")
+    assert "all pairs" in _static_text(text, "scalenote")
+    # per pair stays available: as an option here, and as a toggle in the page
+    per = viz.heatmap_html(pairs, scale="pair")
+    assert json.loads(DATA_RE.search(per).group(1))["scale"]["default"] == "pair"
+    assert _static_text(per, "lo") == f"-{sc['pairs'][0]:.3g}" and "this pair" in _static_text(per, "scalenote")
+    assert 'id="global" type="checkbox"' in text
+    with pytest.raises(ValueError):
+        viz.heatmap_html(pairs, scale="per-pair")
+
+
+def test_oracle_margin_marks_pairs_ranked_the_wrong_way_round(tmp_path):
+    nan, inf = float("nan"), float("inf")
+    pairs = [
+        {"chosen": _resp("abc", [0.5, nan, 0.25], [0] * 3), "rejected": _resp("de", [1.0, inf], [0] * 2)},  # -0.25
+        {"chosen": _resp("ab", [1.0, 2.0], [0] * 2), "rejected": _resp("d", [0.5], [0])},                     # +2.5
+        {"chosen": _resp("", [], []), "rejected": _resp("", [], [])},                                           # 0: tie
+        {"chosen": _resp("ab", [-inf, 0.125], [0] * 2), "rejected": _resp("d", [-0.375], [0])},               # +0.5
+        {"chosen": _resp("a", [-1.0], [0]), "rejected": _resp("de", [None, -0.5], [0] * 2)},                  # -0.5
+    ]
+    want = [-0.25, 2.5, 0.0, 0.5, -0.5]
+    assert [viz.oracle_margin(p) for p in pairs] == want
+    text = render_heatmap(pairs, tmp_path / "p.html").read_text(encoding="utf-8")
+    assert json.loads(DATA_RE.search(text).group(1))["margins"] == want
+    assert _static_text(text, "wrongcount") == "3"
+    assert "oracle prefers the rejected answer" in text and "of 5 pairs" in text
+
+
+def test_heatmap_html_is_the_page_render_heatmap_writes(tmp_path):
+    pairs = [_tricky_pair(), _pair(1, 5, 4)]
+    text = viz.heatmap_html(pairs, title="t", meta={"oracle": "o"})
+    assert isinstance(text, str) and text.startswith("<!DOCTYPE html>")
+    assert render_heatmap(pairs, tmp_path / "p.html", title="t", meta={"oracle": "o"}).read_text(
+        encoding="utf-8") == text
+    assert list(tmp_path.iterdir()) == [tmp_path / "p.html"]
+
+
+class _Tags(HTMLParser):
+    def __init__(self, text):
+        super().__init__()
+        self.starts = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.starts.append((tag, dict(attrs)))
+
+
+def test_notebook_html_escapes_the_page_into_a_sandboxed_srcdoc():
+    page = viz.heatmap_html([_tricky_pair()], title="</title><script>alert(1)</script>")
+    wrapped = viz.notebook_html(page, height=480)
+    tags = _Tags(wrapped).starts
+    assert [t for t, _ in tags] == ["iframe"], "the page's markup must stay inside the attribute"
+    attrs = tags[0][1]
+    assert attrs["sandbox"] == "allow-scripts"  # scripts run, but in an opaque origin: no same-origin access
+    assert attrs["srcdoc"] == page  # the browser gets the page back exactly
+    assert "height: 480px" in attrs["style"]
+    assert wrapped.count("<") == 2 and wrapped.endswith("</iframe>")  # only the iframe's own tags
+    assert "<img" not in wrapped and "<script" not in wrapped.lower()
+    assert viz.notebook_html("<p>", height="80vh").count("80vh") == 1
+    for bad in ('1px" onload="alert(1)', -5, 0, float("nan"), True):
+        with pytest.raises((ValueError, TypeError)):
+            viz.notebook_html(page, height=bad)
+
+
 # ------------------------------------------------------------------ headless Chromium
 
 
@@ -405,3 +499,218 @@ def test_chromium_empty_page(tmp_path):
     assert "hidden" not in dom.ids["empty"]["attrs"] and dom.ids["empty"]["text"] == "no pairs"
     assert "hidden" in dom.ids["pair"]["attrs"]
     assert dom.ids["pos"]["text"] == "pair 0 of 0" and dom.spans == []
+
+
+def _drive(path, js, tmp_path, suffix="", size=None):
+    """Run ``js`` after the page's own script (appended to a copy of the page),
+    then return the DOM; the driver reports through attributes on <html>."""
+    driven = tmp_path / f"driven-{path.stem}.html"
+    driven.write_text(path.read_text(encoding="utf-8").replace("</body>", f"<script>{js}</script>\n</body>"),
+                      encoding="utf-8")
+    extra = [f"--window-size={size}"] if size else []
+    return _Dom(_chromium(driven.as_uri() + suffix, tmp_path, *extra, "--dump-dom"))
+
+
+def _rgb(text):
+    return [tuple(int(float(v)) for v in m) for m in re.findall(r"rgba?\(([\d.]+), ([\d.]+), ([\d.]+)", text)]
+
+
+def _contrast(a, b):
+    """WCAG contrast ratio of two sRGB colours."""
+    def lum(c):
+        lin = [v / 255 / 12.92 if v / 255 <= 0.03928 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+_STYLE_PROBE = """
+var out = [];
+document.querySelectorAll("#chosen .tok.sel:not([data-cont])").forEach(function (e) {
+  var s = getComputedStyle(e);
+  out.push({i: e.getAttribute("data-i"), bg: s.backgroundColor, outline: [s.outlineStyle, s.outlineWidth, s.outlineColor],
+            shadow: s.boxShadow, border: [s.borderTopStyle, s.borderTopWidth, s.borderTopColor]});
+});
+document.documentElement.setAttribute("data-styles", JSON.stringify(out));
+"""
+
+
+@needs_chromium
+def test_chromium_selected_ring_contrasts_with_white_and_saturated_fills(tmp_path):
+    """Finding 1: the key-token marking must show on white and on both saturated
+    ends of the scale, so it needs two contrasting colours, not one dark line."""
+    pair = {"row": 0, "prompt": "p", "chosen": _resp(["hot", " cold", " zero", " x"], [1.0, -1.0, 0.0, 0.5],
+                                                     [True, True, True, False]),
+            "rejected": _resp([], [], [])}
+    out = render_heatmap([pair], tmp_path / "sel.html")
+    styles = json.loads(_drive(out, _STYLE_PROBE, tmp_path).attrs["data-styles"])
+    fills = [_rgb(s["bg"])[0] for s in styles]
+    assert fills == [(178, 24, 43), (33, 102, 172), (255, 255, 255)]  # saturated red, saturated blue, white
+    for s, fill in zip(styles, fills):
+        marks = []
+        if s["outline"][0] not in ("none", "hidden") and float(s["outline"][1][:-2]) >= 1.5:
+            marks += _rgb(s["outline"][2])
+        if s["border"][0] not in ("none", "hidden") and float(s["border"][1][:-2]) >= 1.5:
+            marks += _rgb(s["border"][2])
+        for shadow in re.findall(r"rgba?\([^)]*\)[^,]*", s["shadow"]):  # colour, offsets, blur, spread
+            lengths = [float(v) for v in re.findall(r"(-?[\d.]+)px", shadow)]
+            if len(lengths) == 4 and abs(lengths[3]) >= 1.5:
+                marks += _rgb(shadow)
+        assert len(set(marks)) >= 2, f"token {s['i']}: one marking colour only ({s})"
+        best = max(_contrast(m, fill) for m in marks)
+        assert best >= 4.5, f"token {s['i']} on {fill}: best marking contrast {best:.2f} < 4.5 ({s})"
+
+
+_WS_TOKENS = ["\n", "\n\n", " ", "  ", "a\nb", "", "\t", "x\n", "\n  indented", " \n"]
+_LAYOUT_PROBE = """
+var bad = [], tops = {}, n = 0;
+function inked(el, r) {
+  var walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT), node, range = document.createRange();
+  while ((node = walker.nextNode())) {
+    for (var k = 0; k < node.data.length; k++) {
+      if (/\\s/.test(node.data[k])) continue;
+      range.setStart(node, k); range.setEnd(node, k + 1);
+      var c = range.getBoundingClientRect(), x = (c.left + c.right) / 2, y = (c.top + c.bottom) / 2;
+      if (x >= r.left && x <= r.right && y >= r.top && y <= r.bottom) return true;
+    }
+  }
+  return false;
+}
+function mark(el) {
+  return [getComputedStyle(el, "::before").content, getComputedStyle(el, "::after").content].some(function (c) {
+    return c && c !== "none" && c !== "normal" && c !== '""';
+  });
+}
+document.querySelectorAll("#chosen .tok").forEach(function (el) {
+  n++;
+  var rects = Array.prototype.slice.call(el.getClientRects()), text = el.textContent;
+  rects.forEach(function (r) { tops[Math.round(r.top)] = 1; });
+  if (/\\S/.test(text)) {
+    rects.forEach(function (r, j) {
+      if (!inked(el, r) && !(j === rects.length - 1 && mark(el)))
+        bad.push(el.getAttribute("data-i") + ":" + JSON.stringify(text) + "@" + j);
+    });
+  } else if (rects.length !== 1 || !mark(el)) {
+    bad.push(el.getAttribute("data-i") + ":" + JSON.stringify(text) + " x" + rects.length);
+  }
+});
+document.documentElement.setAttribute("data-bad", JSON.stringify(bad));
+document.documentElement.setAttribute("data-n", String(n));
+document.documentElement.setAttribute("data-lines", String(Object.keys(tops).length));
+var copied = [];
+["chosen", "rejected"].forEach(function (side) {
+  var sel = window.getSelection();
+  sel.selectAllChildren(document.querySelector("#" + side + " .toks"));
+  copied.push([sel.toString(), document.querySelector("#" + side + " .toks").textContent]);
+});
+document.documentElement.setAttribute("data-copied", JSON.stringify(copied));
+"""
+
+
+@needs_chromium
+def test_chromium_no_blank_token_box_at_line_ends_and_text_is_faithful(tmp_path):
+    """Finding 2: in a narrow column every line wraps; no fragment of a token's
+    box may hold only blank space (a leading space that wrapped, a newline),
+    and the response's DOM/copied text must still be the tokens' text."""
+    words = [f" word{i}" for i in range(120)]
+    for k, tok in enumerate(_WS_TOKENS):
+        words.insert(7 + 11 * k, tok)
+    pair = {"row": 0, "prompt": "p", "chosen": _resp(words, [((i * 13) % 9 - 4) / 4 for i in range(len(words))],
+                                                     [i % 4 == 0 for i in range(len(words))]),
+            "rejected": _resp(["No", " way", "\n", " at", " all"], [0.5, -1, 0.1, 0.2, -0.3], [1, 0, 1, 0, 0])}
+    out = render_heatmap([pair], tmp_path / "ws.html")
+    dom = _drive(out, _LAYOUT_PROBE, tmp_path, size="420,4000")
+    assert int(dom.attrs["data-n"]) >= len(words) and int(dom.attrs["data-lines"]) > 20  # it did wrap
+    assert json.loads(dom.attrs["data-bad"]) == []
+    copied = json.loads(dom.attrs["data-copied"])
+    for (selected, content), side in zip(copied, ("chosen", "rejected")):
+        want = "".join(pair[side]["tokens"])
+        assert content == want  # marks (newline, blank, empty) are CSS, not text
+        assert selected == want  # what copy-paste gives
+
+
+_SCALE_PROBE = """
+var log = [];
+function snap() {
+  var bgs = Array.prototype.map.call(document.querySelectorAll("#chosen .tok, #rejected .tok"),
+                                     function (e) { return e.style.backgroundColor; });
+  log.push({pos: document.getElementById("pos").textContent, lo: document.getElementById("lo").textContent,
+            hi: document.getElementById("hi").textContent, note: document.getElementById("scalenote").textContent,
+            checked: document.getElementById("global").checked, hash: location.hash, bgs: bgs});
+}
+snap();
+document.getElementById("global").click(); snap();
+document.getElementById("global").click(); snap();
+document.documentElement.setAttribute("data-log", JSON.stringify(log));
+"""
+
+
+@needs_chromium
+def test_chromium_noise_pair_is_pale_on_the_default_global_scale(tmp_path):
+    """Finding 3: opened without a scale in the URL, the noise pair is coloured
+    on the scale of all pairs (near white) and the legend says so in numbers;
+    the checkbox switches to the per-pair scale (vivid) and back."""
+    pairs = _signal_and_noise()
+    out = render_heatmap(pairs, tmp_path / "scale.html")
+    g = _embedded(out)["scale"]["global"]
+    log = json.loads(_drive(out, _SCALE_PROBE, tmp_path, "#pair=2").attrs["data-log"])
+    default, per_pair, back = log
+    assert default["pos"] == "pair 2 of 2" and default["checked"] is True
+    assert (default["lo"], default["hi"]) == (f"-{g:.3g}", f"+{g:.3g}") and "all pairs" in default["note"]
+    assert all(min(c) >= 250 for bg in default["bgs"] for c in _rgb(bg)), "noise must look faint"
+    assert per_pair["checked"] is False and "this pair" in per_pair["note"] and per_pair["hash"] == "#pair=2&scale=pair"
+    assert (per_pair["lo"], per_pair["hi"]) == ("-0.0005", "+0.0005")
+    assert {(178, 24, 43), (33, 102, 172)} <= {c for bg in per_pair["bgs"] for c in _rgb(bg)}
+    assert back["bgs"] == default["bgs"] and back["hash"] == "#pair=2"
+
+
+_WRONG_PROBE = """
+var log = [];
+function snap() {
+  var b = document.getElementById("wrongbadge"), n = document.getElementById("posbadge");
+  log.push([document.getElementById("pos").textContent, b.hidden, b.textContent, n.hidden, n.textContent,
+            document.getElementById("margin").textContent]);
+}
+snap();
+document.getElementById("nextwrong").click(); snap();
+document.getElementById("nextwrong").click(); snap();
+document.getElementById("prevwrong").click(); snap();
+document.documentElement.setAttribute("data-log", JSON.stringify(log));
+document.documentElement.setAttribute("data-count", document.getElementById("wrongcount").textContent);
+"""
+
+
+@needs_chromium
+def test_chromium_wrong_way_pairs_are_badged_counted_and_navigable(tmp_path):
+    """Finding 4: margin (sum chosen - sum rejected, finite scores) <= 0 gets a
+    badge with the margin in the pair view and next to the pair indicator."""
+    nan = float("nan")
+    pairs = [
+        {"chosen": _resp("ab", [1.0, 2.0], [1, 0]), "rejected": _resp("d", [0.5], [1])},                 # +2.5
+        {"chosen": _resp("abc", [0.5, nan, 0.25], [1, 0, 0]), "rejected": _resp("de", [1.0, nan], [1, 0])},  # -0.25
+        {"chosen": _resp("a", [0.125], [0]), "rejected": _resp("d", [-0.125], [0])},                      # +0.25
+        {"chosen": _resp("a", [0.5], [0]), "rejected": _resp("d", [0.5], [0])},                           # 0
+    ]
+    out = render_heatmap(pairs, tmp_path / "wrong.html")
+    dom = _drive(out, _WRONG_PROBE, tmp_path, "#pair=1")
+    assert dom.attrs["data-count"] == "2"
+    first, second, third, fourth = json.loads(dom.attrs["data-log"])
+    assert first[0] == "pair 1 of 4" and first[1] is True and first[3] is True and "+2.5" in first[5]
+    assert second[0] == "pair 2 of 4" and second[1] is False and second[3] is False
+    assert "oracle prefers the rejected answer" in second[2] and "-0.25" in second[2] and "-0.25" in second[4]
+    assert third[0] == "pair 4 of 4" and third[1] is False and "margin 0" in third[2]
+    assert fourth[0] == "pair 2 of 4"
+
+
+@needs_chromium
+def test_chromium_notebook_wrapper_keeps_tokens_as_text(tmp_path):
+    """The iframe wrapper in a real browser: the outer document gets one
+    sandboxed iframe and nothing from the tokens (no <img>, no script)."""
+    page = viz.heatmap_html([_tricky_pair()])
+    outer = tmp_path / "outer.html"
+    outer.write_text("<!DOCTYPE html><html><head><title>nb</title></head><body>"
+                     + viz.notebook_html(page, height=400) + "</body></html>", encoding="utf-8")
+    text = _chromium(outer.as_uri(), tmp_path, "--dump-dom")
+    dom = _Dom(text)
+    assert dom.tags.get("iframe") == 1 and "img" not in dom.tags and "script" not in dom.tags
+    assert "<title>nb</title>" in text

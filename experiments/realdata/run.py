@@ -75,7 +75,7 @@ def common(args) -> dict:
 
 
 def run_training(config) -> None:
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
     from tokensift.api import train_model as train
 
     if not training_done(config):
@@ -87,7 +87,7 @@ def oracle_and_scores(args, out: Path, train_path: Path) -> Path:
     from tokensift.config import build
     from tokensift.sepo.config import OracleConfig
     from tokensift.sepo.oracle import train_oracle
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
 
     oracle = build(OracleConfig, {**common(args), "data": str(train_path), "output_dir": str(out / "oracle"),
                                   "fraction": 0.3, "epochs": 2.0, "beta": 0.1})

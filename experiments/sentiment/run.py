@@ -129,7 +129,7 @@ def oracles_and_scores(args, out: Path, pairs: Path) -> dict[str, Path]:
     from tokensift.models import load_tokenizer
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.oracle import train_oracle
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
 
     n_pairs = len(pairs.read_text().splitlines())
@@ -164,7 +164,7 @@ def train_method(args, out: Path, pairs: Path, scores: Path, method: str) -> lis
     """The method's runs, one per learning rate: their names."""
     from tokensift.api import train_model
     from tokensift.config import build
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
     from tokensift.train.config import TrainConfig
 
     names = []

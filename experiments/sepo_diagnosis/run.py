@@ -43,7 +43,7 @@ def oracle_and_scores(args, out: Path, data: Path) -> Path:
     from tokensift.models import load_tokenizer
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.oracle import train_oracle
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
 
     common = dict(data=str(data), max_length=args.max_length, max_prompt_length=args.max_length // 2)
@@ -116,7 +116,7 @@ def selection_statistics(records: dict, logps: dict, k: float) -> dict:
 def train_runs(args, out: Path, scores: Path) -> dict:
     from tokensift.api import train_model
     from tokensift.config import build
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
     from tokensift.train.config import TrainConfig
     from tokensift.train.metrics import read_metrics
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import html
 import os
 import secrets
 import time
@@ -294,14 +293,6 @@ def evaluate_generation(config=None, **settings) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the heatmap
-def notebook_html(page: str, height: int = 640) -> str:
-    """A whole HTML page as an <iframe srcdoc> a notebook shows inline: the page escaped into the attribute
-    (html.escape with quote=True, so token text stays text), its scripts sandboxed away from the notebook.
-    TODO: use viz.heatmap.notebook_html once that branch is merged."""
-    return (f'<iframe srcdoc="{html.escape(page, quote=True)}" sandbox="allow-scripts" '
-            f'style="width: 100%; height: {int(height)}px; border: 1px solid #ddd"></iframe>')
-
-
 class HtmlPage(type(Path())):
     """The path of an HTML page the API wrote: a pathlib.Path (str(), open(), os.fspath and .exists() work as on
     any path), which a notebook shows inline (`_repr_html_`: the page in a sandboxed iframe)."""
@@ -313,6 +304,8 @@ class HtmlPage(type(Path())):
         return Path(self)
 
     def _repr_html_(self) -> str:
+        from tokensift.viz.heatmap import notebook_html
+
         return notebook_html(self.read_text(encoding="utf-8"), self.height)
 
 

@@ -62,13 +62,14 @@ def coerce(value, tp, key: str):
                 return False
             raise ValueError("expected true or false")
         if tp is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected an integer")
-            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+            return _whole_number(value)
         if tp is float:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
-            return float(value)
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("expected a number such as 0.1 or 5e-6") from None
         if tp is str:
             if isinstance(value, (dict, list)):
                 raise ValueError("expected a string")
@@ -89,14 +90,79 @@ def coerce(value, tp, key: str):
     return value
 
 
+def _whole_number(value) -> int:
+    """An integer setting from YAML or the command line: 8, "8", 8.0 and "1e3" are whole numbers; 8.5, "eight" and
+    true are not."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, not true/false")
+    if isinstance(value, int):
+        return value
+    number = value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ValueError("expected a whole number such as 8") from None
+    if isinstance(number, float) and number.is_integer():
+        return int(number)
+    raise ValueError("expected a whole number such as 8")
+
+
+def section_of(cls, name: str):
+    """The config class whose keys a mapping field holds (SePO's `oracle`, TSO's `train` ...), or None."""
+    field = cls.__dataclass_fields__.get(name)
+    section = field.metadata.get("section") if field is not None else None
+    return section() if callable(section) and not isinstance(section, type) else section
+
+
+def unknown_key(cls, key: str, prefix: str = "") -> UserError:
+    """The error for a key `cls` does not have: another project's name for one of ours (TRL's, KEY_ALIASES), a key
+    of one of its sections (`beta` in TSO is `train.beta`), or the closest key."""
+    fields = [f.name for f in dataclasses.fields(cls)]
+    note = getattr(cls, "KEY_ALIASES", {}).get(key)
+    if isinstance(note, str):
+        return UserError(f"unknown config key '{prefix}{key}': {note}")
+    homes = [name for name in fields if (section := section_of(cls, name)) is not None
+             and key in section.__dataclass_fields__]
+    if homes:
+        names = [f"{prefix}{home}.{key}" for home in homes]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+        return UserError(f"unknown config key '{prefix}{key}': here it belongs to a section; write {listed}")
+    return UserError(f"unknown config key '{prefix}{key}'{suggest(key, fields, prefix)}")
+
+
+def apply_aliases(cls, values: dict, prefix: str = "") -> dict:
+    """Another project's names for our keys (`KEY_ALIASES` of the class: name -> (our key, converter or None)),
+    renamed to ours; the converter maps the other project's values onto ours (a UserError for one with no
+    counterpart). Giving both names is an error, so neither value is silently dropped."""
+    aliases = getattr(cls, "KEY_ALIASES", {})
+    out = {}
+    for key, value in values.items():
+        alias = aliases.get(key)
+        if isinstance(alias, tuple) and key not in cls.__dataclass_fields__:
+            ours, convert = alias
+            if convert is not None and value is not None:
+                value = convert(value)
+            if ours in values or ours in out:
+                raise UserError(f"config keys '{prefix}{key}' and '{prefix}{ours}' are the same setting; give one")
+            out[ours] = value
+        else:
+            out[key] = value
+    return out
+
+
 def build(cls, values: dict, prefix: str = ""):
     """Instantiate `cls` from a mapping, checking every key and value."""
     types_ = _field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    values = apply_aliases(cls, values, prefix)
     for key, value in values.items():
         if key not in fields:
-            raise UserError(f"unknown config key '{prefix}{key}'{suggest(key, fields, prefix)}")
+            raise unknown_key(cls, key, prefix)
         if fields[key].metadata.get("in_memory") and not isinstance(value, (str, int, float, bool, type(None))):
             kwargs[key] = value  # rows handed over in Python (the API): validate() turns them into a source
             continue
@@ -150,13 +216,25 @@ def parse_overrides(items: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def load_config(cls, path: str | None = None, overrides: list[str] | None = None, flags: dict | None = None):
-    """defaults < YAML file < flags (from --options) < key=value overrides."""
+def merged(base: dict, values: dict) -> dict:
+    """`values` over `base`, mappings merged key by key (a run's recorded `train` section plus `train.beta=...`)."""
+    out = dict(base)
+    for key, value in values.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(cls, path: str | None = None, overrides: list[str] | None = None, flags: dict | None = None,
+                base=None):
+    """defaults < base < YAML file < flags (from --options) < key=value overrides. `base`: a mapping, or a function
+    of the other values giving one (e.g. the settings a run folder recorded, found from their output_dir)."""
     values = read_yaml(path) if path else {}
     for key, value in (flags or {}).items():
         apply_override(values, key, value)
     for key, value in parse_overrides(overrides or []):
         apply_override(values, key, value)
+    if base is not None:
+        values = merged(base(values) if callable(base) else base, values)
     return build(cls, values)
 
 
@@ -174,6 +252,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
     """One `--option` per dataclass field (help from the field), plus --config and key=value overrides.
     `positional` names what plain arguments besides key=value are (e.g. FILE), see split_positional."""
     parser.add_argument("--config", help="YAML file of settings (keys as below, underscores).")
+    parser.config_class = cls  # what the options fill (tests/test_cli_help.py checks the help's examples against it)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or dataclasses.is_dataclass(unwrap_optional(hints[f.name])[0]):
@@ -181,16 +260,31 @@ def add_config_options(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         tp, _ = unwrap_optional(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else "(see help)"
-        text = f"{f.metadata.get('help', '')} [default: {default}]"
+        # argparse expands %-formats in help text: a literal % ("the top 40%") must reach it as %%
+        text = f"{f.metadata.get('help', '')} [default: {default}]".replace("%", "%%")
         if tp is bool:
             parser.add_argument(flag, dest=f.name, nargs="?", const="true", default=argparse.SUPPRESS, help=text,
                                 metavar="BOOL")
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=text, metavar=f.name.upper())
-    metavar, text = "key=value", "Overrides, e.g. beta=0.05 oracle.epochs=2"
+    example = getattr(cls, "CLI_EXAMPLE", "")
+    metavar, text = "key=value", "Overrides of the options above" + (f", e.g. {example}" if example else "")
     if positional:
         metavar, text = f"{positional} | key=value", f"{positional} arguments, and key=value overrides of the options"
-    parser.add_argument("overrides", nargs="*", metavar=metavar, help=text)
+    parser.add_argument("overrides", nargs="*", metavar=metavar, help=text.replace("%", "%%"))
+    parser.add_argument("--check", action="store_true", help=(
+        "Preflight: check the settings, the data files, the model and tokenizer and the output folder, print the "
+        "plan (steps, tokens, what is reused) and exit without loading any weights. Exit status 2 with the errors "
+        "the run would stop on."))
+    parser.epilog = KEY_VALUE_NOTE
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
+KEY_VALUE_NOTE = """\
+settings: defaults < --config FILE.yaml < --option value < key=value (later wins). Keys are the option names
+with underscores (max_length=256, or --max-length 256). Sections take dotted keys (oracle.epochs=2).
+key=null unsets an optional key (e.g. max_steps=null: train by epochs again). Lists: a=1,2 or a=[1,2].
+--check prints the plan without loading weights."""
 
 
 def split_positional(args: argparse.Namespace, field: str) -> None:
@@ -208,6 +302,7 @@ def split_positional(args: argparse.Namespace, field: str) -> None:
         setattr(args, field, given + plain)
 
 
-def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose")):
-    flags = {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("_")}
-    return load_config(cls, args.config, args.overrides, flags)
+def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose"),
+                     base=None):
+    flags = {k: v for k, v in vars(args).items() if k not in (*skip, "check") and not k.startswith("_")}
+    return load_config(cls, args.config, args.overrides, flags, base)

@@ -12,6 +12,7 @@ Every step is resumable: rerunning continues where a killed run stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokensift.config import build, option
+from tokensift.errors import UserError
 from tokensift.fsutil import write_json_atomic
 from tokensift.models import DEFAULT_MODEL
 
@@ -44,6 +46,8 @@ def demo_prompts(seed: int = 0) -> tuple[list[str], list[str]]:
 
 @dataclass
 class DemoConfig:
+    CLI_EXAMPLE = "train_prompts=16 samples=2"
+
     output_dir: str = option("demo-run", "Where the demo writes its data, stages and report.")
     model: str = option(DEFAULT_MODEL, "The model to sample from and align.")
     samples: int = option(4, "Answers sampled per training prompt; the best and worst by VADER form a pair.")
@@ -52,6 +56,7 @@ class DemoConfig:
     eval_samples: int = option(4, "Answers per test prompt when measuring before/after.")
     learning_rate: float = option(1e-5, "Learning rate of the oracle and the policy.")
     seed: int = option(0, "Seed of the prompt split and the sampling.")
+    overwrite: bool = option(False, "Replace a demo in output_dir made with other settings (otherwise refused, naming them; one with the same settings continues where it stopped).")
 
 
 def vader():
@@ -96,12 +101,60 @@ def mean_vader(model, tokenizer, prompts: list[str], config: DemoConfig, desc: s
     return sum(values) / len(values)
 
 
+RECORD = "demo-config.json"
+
+
+def demo_folder(config: DemoConfig, clear: bool = True) -> str:
+    """'new', 'continues' or 'replaced' for the demo's output_dir; a demo there with other settings is refused,
+    naming them, unless overwrite=true (which removes what a demo writes: data/, sepo/, its report and record)."""
+    from tokensift.fsutil import remove_dir
+
+    out = Path(config.output_dir)
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir", "overwrite")}
+    recorded = json.loads((out / RECORD).read_text()) if (out / RECORD).is_file() else None
+    if recorded is None:
+        return "continues" if (out / "data").exists() else "new"
+    changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
+    if not changed:
+        return "continues"
+    if not config.overwrite:
+        raise UserError(f"{out} holds a demo made with other settings ({'; '.join(changed)}); pass overwrite=true "
+                        "to replace it, or choose another output_dir")
+    if clear:
+        for name in ("data", "sepo"):
+            remove_dir(out / name)
+        for name in (RECORD, "demo-report.json"):
+            (out / name).unlink(missing_ok=True)
+    return "replaced"
+
+
+def plan_demo(config: DemoConfig):
+    """`tokensift demo --check`: the folder, the model and the scorer, and the steps the demo takes."""
+    from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+
+    plan = Plan("demo")
+    check_writable(config.output_dir)
+    plan.add("output_dir", f"{config.output_dir}: {demo_folder(config, clear=False)}")
+    location = locate_model(config.model)
+    check_tokenizer(location)
+    plan.add("model", f"{config.model}: {location.description}")
+    vader()  # the external scorer is installed
+    train, test = demo_prompts(config.seed)
+    plan.add("steps", f"sample {config.samples} answers to each of {min(config.train_prompts, len(train))} prompts, "
+                      f"rank them with VADER, run the SePO pipeline on the pairs, answer {len(test)} held-out "
+                      f"prompts {config.eval_samples} times before and after")
+    return plan
+
+
 def run_demo(config: DemoConfig) -> dict:
     from tokensift.models import load_model, load_tokenizer
     from tokensift.sepo.pipeline import SePOConfig, run_pipeline
 
     out = Path(config.output_dir)
     started = time.perf_counter()
+    demo_folder(config)
+    write_json_atomic(out / RECORD, {k: v for k, v in dataclasses.asdict(config).items()
+                                     if k not in ("output_dir", "overwrite")})
     tokenizer = load_tokenizer(config.model)
     base = load_model(config.model)
     pairs_path = out / "data" / "vader-pairs.jsonl"

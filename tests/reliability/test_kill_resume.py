@@ -13,6 +13,7 @@ every kill the run folder is opened file by file (reliability_helpers.check_run_
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import random
 import select
@@ -310,11 +311,13 @@ def test_a_torn_metrics_line_does_not_stop_the_resume(tiny_dir, tmp_path, capsys
     data = write_pairs(tmp_path / "pairs.jsonl", n=8)
     out = tmp_path / "run"
     common = ["train", "--data", data, "--model", tiny_dir, "--output-dir", out, "loss=simpo", "batch_size=2",
-              "save_every=1", "progress=false", "resume=true"]
-    assert run_cli(common + ["max_steps=2"], capsys)[0] == 0
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write('{"step": 3, "loss": 0.69')  # torn: no closing brace, no newline
-    code, _, err = run_cli(common + ["max_steps=4"], capsys)
+              "save_every=1", "keep_checkpoints=4", "progress=false", "max_steps=4"]
+    assert run_cli(common, capsys)[0] == 0
+    for name in ("final", "checkpoint-00000003"):  # as if killed after step 2's checkpoint (the last step saves none)
+        shutil.rmtree(out / name)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(lines[:2]) + "\n" + '{"step": 3, "loss": 0.69')  # torn line
+    code, _, err = run_cli(common, capsys)
     assert code == 0, err
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]

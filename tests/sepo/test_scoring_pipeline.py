@@ -176,3 +176,10 @@ def test_show_cli_writes_the_heatmap_of_stored_scores(tmp_path, two_models, caps
         assert shown["rejected"]["selected"] == sel.rejected(rec["rejected_scores"]).tolist()
         assert np.allclose(shown["chosen"]["scores"], rec["chosen_scores"])
         assert len(shown["chosen"]["tokens"]) == len(rec["chosen_ids"])
+        margin = rec["chosen_scores"].sum() - rec["rejected_scores"].sum()
+        assert np.isclose(payload["margins"][payload["pairs"].index(shown)], margin)
+    assert payload["scale"]["default"] == "global"  # one scale for all pairs unless asked
+    assert main(["show", f"scores={score_cfg.output_dir}", f"output={page}", "pairs=2", "scale=pair"]) == 0
+    blob = re.search(r'<script type="application/json" id="ts-data">(.*?)</script>', page.read_text(), re.S).group(1)
+    assert json.loads(blob)["scale"]["default"] == "pair"
+    assert main(["show", f"scores={score_cfg.output_dir}", f"output={page}", "scale=row"]) == 2

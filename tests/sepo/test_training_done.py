@@ -11,7 +11,7 @@ import pytest
 from conftest import train_config
 
 from tokensift.errors import UserError
-from tokensift.sepo.pipeline import training_done
+from tokensift.train.run_folder import training_done
 
 
 def finished(config, **recorded_changes) -> None:

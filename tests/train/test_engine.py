@@ -153,14 +153,6 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path, model_dir):
     assert steps == sorted(set(steps)) and steps[-1] == 18  # no duplicate log lines after the resume
 
 
-def test_existing_checkpoints_need_resume(tmp_path, model_dir):
-    data = write_pairs(tmp_path / "pairs.jsonl", n=8)
-    cfg = train_config(tmp_path, model_dir, data, loss="simpo", save_every=1, max_steps=2)
-    train(cfg)
-    with pytest.raises(UserError, match="resume=true"):
-        train(cfg)
-
-
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, model_dir, monkeypatch):
     data = write_pairs(tmp_path / "pairs.jsonl", n=8)
     import tokensift.train.loop as loop

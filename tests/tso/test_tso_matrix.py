@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 
@@ -143,12 +142,12 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_cli_actions_parse_into_the_config(tmp_path):
     from tokensift.cli import config_from_args
-    from tokensift.tso.cli import SKIP, add_tso_parser
+    from tokensift.cli import build_parser
+    from tokensift.tso.cli import SKIP
 
     config_path = tmp_path / "c.yaml"
     config_path.write_text("prompts: builtin:quickstart\ngenerators: [{name: p, policy: true, size: 1}]\n")
-    parser = argparse.ArgumentParser()
-    add_tso_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser("tso")
     args = parser.parse_args(["tso", "review", "--config", str(config_path), "--review-file", "r.csv", "rounds=2"])
     from tokensift.tso.config import ReviewConfig
 

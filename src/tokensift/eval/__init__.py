@@ -8,23 +8,19 @@ Library entry points (the CLI in eval/cli.py is a thin layer over them):
 - building blocks: `score_pairs`, `pair_margins`, `preference_metrics`, `sample_answers`, `answer_logp_sums`,
   `kl_estimate`, `judge_answers`, `win_rate_summary`, `Judged`, `raw_win_rate`, `length_controlled`,
   `fit_difficulties`, `read_judged`, `load_prompt_set`, `write_results`.
-Importing this package loads torch; the CLI imports it only when an eval action runs.
+Names load on first use (as in `tokensift/__init__.py`): the command line imports eval/config.py for `--help`
+without loading torch.
 """
 
-from tokensift.eval.annotations import read_judged
-from tokensift.eval.compare import evaluate_comparison
-from tokensift.eval.config import CompareConfig, GenerateEvalConfig, PairsEvalConfig, WinrateConfig
-from tokensift.eval.difficulty import fit_difficulties
-from tokensift.eval.generation import evaluate_generation
-from tokensift.eval.judging import judge_answers
-from tokensift.eval.leaderboard import evaluate_winrates
-from tokensift.eval.preference import evaluate_preferences, pair_margins, preference_metrics, score_pairs
-from tokensift.eval.prompts import load_prompt_set
-from tokensift.eval.report import write_results
-from tokensift.eval.sampling import answer_logp_sums, kl_estimate
-from tokensift.generate import sample_answers
-from tokensift.eval.stats import win_rate_summary
-from tokensift.eval.winrate import Judged, length_controlled, raw_win_rate
+_NAMES = {
+    "read_judged": "annotations", "evaluate_comparison": "compare", "CompareConfig": "config",
+    "GenerateEvalConfig": "config", "PairsEvalConfig": "config", "WinrateConfig": "config",
+    "fit_difficulties": "difficulty", "evaluate_generation": "generation", "judge_answers": "judging",
+    "evaluate_winrates": "leaderboard", "evaluate_preferences": "preference", "pair_margins": "preference",
+    "preference_metrics": "preference", "score_pairs": "preference", "load_prompt_set": "prompts",
+    "write_results": "report", "answer_logp_sums": "sampling", "kl_estimate": "sampling",
+    "win_rate_summary": "stats", "Judged": "winrate", "length_controlled": "winrate", "raw_win_rate": "winrate",
+}
 
 __all__ = [
     "GenerateEvalConfig", "PairsEvalConfig", "evaluate_generation", "evaluate_preferences", "judge_answers",
@@ -32,3 +28,17 @@ __all__ = [
     "kl_estimate", "sample_answers", "win_rate_summary", "Judged", "raw_win_rate", "length_controlled",
     "fit_difficulties", "read_judged", "WinrateConfig", "CompareConfig", "evaluate_winrates", "evaluate_comparison",
 ]
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name == "sample_answers":
+        return importlib.import_module("tokensift.generate").sample_answers
+    if name not in _NAMES:
+        raise AttributeError(f"module 'tokensift.eval' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tokensift.eval.{_NAMES[name]}"), name)
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,7 +1,7 @@
 """The `tokensift eval` stage: `eval pairs` (preference accuracy), `eval generate` (judged answers, KL), `eval
 winrate` (AlpacaEval-style win rates from judged annotations) and `eval compare` (paired differences of runs).
 
-`tokensift.cli` calls `add_eval_parser(subparsers)`; options come from the config dataclasses, exactly as
+`tokensift.cli` calls `add_eval_actions(parser)` for the `eval` stage; options come from the config dataclasses, exactly as
 for every other stage (defaults < --config YAML < --options < key=value).
 """
 
@@ -17,14 +17,22 @@ def _run(args, cls, evaluate, summary, action: str, positional: str | None = Non
     work, `evaluate(config)`, the JSON written, `summary(result, config)` and the JSON's path printed.
     Returns (config, result, path of the JSON, what `check` returned)."""
     from tokensift.config import config_from_args, split_positional
-    from tokensift.eval.report import default_output, write_results
+    from tokensift.eval.report import check_results_file, default_output, write_results
 
     if positional:
         split_positional(args, positional)
     config = config_from_args(cls, args, skip=SKIP)
+    output = config.output or default_output(action)
+    if args.check:
+        from tokensift.eval.plan import plan_eval
+        from tokensift.preflight import print_plan
+
+        print_plan(plan_eval(action, config, output))
+        return config, None, None, None
+    check_results_file(config, output)  # a results file of other settings: refused now, not after the work
     extra = check(config) if check else None
     result = evaluate(config)
-    path = write_results(result, config, config.output or default_output(action))
+    path = write_results(result, config, output)
     print(summary(result, config))
     print(f"\nresults: {path}")
     return config, result, path, extra
@@ -88,8 +96,11 @@ def cmd_compare(args) -> int:
                 raise UserError(f"cannot write the Markdown table to {config.markdown}: {exc.strerror}") from None
         return text
 
-    _, result, path, (plot, note) = _run(args, CompareConfig, evaluate_comparison, summary, "compare", "runs",
-                                         _plot_target)
+    _, result, path, extra = _run(args, CompareConfig, evaluate_comparison, summary, "compare", "runs",
+                                  _plot_target)
+    if result is None:  # --check
+        return 0
+    plot, note = extra
     if note:
         print(f"note: {note}")
     if plot is not None:
@@ -99,14 +110,12 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `eval` with its actions on the stage subparsers of `tokensift`; returns the `eval` parser."""
+def add_eval_actions(parser: argparse.ArgumentParser) -> None:
+    """Add the actions of `tokensift eval` (pairs, generate, winrate, compare) to its parser (tokensift/cli.py
+    makes it)."""
     from tokensift.config import add_config_options
     from tokensift.eval.config import CompareConfig, GenerateEvalConfig, PairsEvalConfig, WinrateConfig
 
-    text = ("Evaluate a model: preference accuracy on held-out pairs, judged win rates of sampled answers, KL, "
-            "AlpacaEval-style raw and length-controlled win rates, paired comparisons of runs.")
-    parser = subparsers.add_parser("eval", help=text, description=text)
     actions = parser.add_subparsers(dest="eval_command", required=True, metavar="ACTION")
     for name, func, cls, positional, help_text in (
         ("pairs", cmd_pairs, PairsEvalConfig, None,
@@ -123,4 +132,3 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=help_text, description=help_text)
         add_config_options(action, cls, positional=positional)
         action.set_defaults(func=func)
-    return parser

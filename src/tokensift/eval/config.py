@@ -26,6 +26,7 @@ class RunArgs:
     seed: int = option(0, "Seed of the eval_fraction split (and of sampling).")
     output: str = option("", "JSON file for all results, the config and the versions (default: eval-<action>.json).")
     save_items: bool = option(True, "Also store every pair's / answer's numbers in the JSON (larger file, full detail).")
+    overwrite: bool = option(False, "Replace an output file written with other settings (otherwise refused, naming them; one with the same settings is replaced by the new results).")
     progress: bool = option(True, "Show progress bars.")
     trust_remote_code: bool = option(False, "Allow model repositories to run their own Python code. Off unless you trust them.")
 
@@ -41,6 +42,8 @@ class RunArgs:
 
 @dataclass
 class PairsEvalConfig(RunArgs, DataArgs):
+    CLI_EXAMPLE = "eval_fraction=0.1 beta=0.1 limit=200"
+
     reference: str | None = option(None, "Reference model for the DPO implicit reward margin (none: only the reference-free mean log-prob margin). Must share the policy's tokenizer; a second model in memory.")
     beta: float = option(0.1, "DPO beta that scales the implicit reward margin (accuracy does not depend on it).")
     length_difference_edges: str = option("4,16,64", "Bucket edges (tokens) of |chosen - rejected| response length, mirrored for negative differences.")
@@ -70,9 +73,11 @@ class PromptArgs:
 
 @dataclass
 class GenerateEvalConfig(RunArgs, PromptArgs):
+    CLI_EXAMPLE = "samples_per_prompt=2 max_new_tokens=64 judge.type=reward_model"
+
     reference: str | None = option(None, "Reference model for KL(policy || reference) on the sampled answers (none: no KL). Must share the policy's tokenizer.")
     opponent: str | None = option(None, "Another model whose sampled answers the policy's answers are judged against (none: no head-to-head win rate).")
-    judge: dict | None = option(None, "Judge settings as in judges.build_judge, e.g. judge.type=callable judge.function=tokensift.judges:vader_sentiment, or type=reward_model/local_llm/http (none: no scores or win rates).")
+    judge: dict | None = option(None, "Judge settings as in judges.build_judge, e.g. judge.type=callable judge.function=tokensift.judges:vader_sentiment; judge.type is also reward_model, local_llm or http (none: no scores or win rates).")
     samples_per_prompt: int = option(1, "Answers sampled per prompt. Time grows linearly with it; more samples tighten every estimate.")
     max_new_tokens: int = option(128, "Longest sampled answer, in tokens (longer answers are cut; KL is then over the first N tokens).")
     temperature: float = option(1.0, "Sampling temperature. KL is only an estimate of KL(policy || reference) at 1.0 (0 = greedy: no KL).")
@@ -117,6 +122,7 @@ class GLMArgs:
     regularize_lambda: float = option(0.2, "Weight of the gamed-baseline rows relative to a model's own rows, shared among the gamed generators (AlpacaEval: 0.2).")
     skip_missing: bool = option(False, "Leave out rows without a preference (counted in the results) instead of stopping with an error.")
     baseline: str | None = option(None, "Only comparisons against this baseline (generator_1, the reference), when the files hold several.")
+    overwrite: bool = option(False, "Replace an output file written with other settings (otherwise refused, naming them; one with the same settings is replaced by the new results).")
 
     def validate_glm(self) -> None:
         if not 0 <= self.regularize_lambda:
@@ -128,6 +134,8 @@ class GLMArgs:
 
 @dataclass
 class WinrateConfig(GLMArgs):
+    CLI_EXAMPLE = "baseline=gpt4_1106_preview"
+
     files: list[str] = option([], "Judged annotation files (also as positional FILE arguments): AlpacaEval annotations, `eval generate` results, model-matrix files. Rows of one model against one baseline are pooled across files.")
     output: str = option("", "JSON file for the table, config and versions (default: eval-winrate.json).")
 
@@ -139,6 +147,8 @@ class WinrateConfig(GLMArgs):
 
 @dataclass
 class CompareConfig(GLMArgs):
+    CLI_EXAMPLE = "bootstrap_samples=2000 confidence=0.9"
+
     runs: list[str] = option([], "Runs (also as positional RUN arguments), the first is the one the others are compared with. A run is a file, or a comma list of files pooled as one run (seeds); FILE#MODEL picks one model of a file that holds several.")
     bootstrap_samples: int = option(2000, "Bootstrap draws of prompts. Time grows linearly (each draw refits every run's LC GLM).")
     seed: int = option(0, "Seed of the bootstrap draws (the same seed gives the same intervals).")

@@ -31,6 +31,38 @@ def default_output(action: str) -> str:
     return f"eval-{action}.json"
 
 
+# settings that do not change an evaluation's numbers: a results file made with other values of these is the same
+NOT_COMPARED = frozenset({"progress", "output", "overwrite", "save_items", "batch_size", "device", "markdown", "plot"})
+
+
+def check_results_file(config, path: str | Path) -> str:
+    """Before any work: a results file written with other settings is refused, naming them (overwrite=true
+    replaces it); one with the same settings is replaced by the new results. Returns what will happen."""
+    from tokensift.preflight import check_writable
+
+    path = Path(path)
+    check_writable(path, "output")
+    if not path.is_file():
+        return f"{path}: a new file"
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        if getattr(config, "overwrite", False):
+            return f"{path}: replaced (overwrite=true)"
+        raise UserError(f"{path} exists and is not a tokensift results file; pass overwrite=true to replace it, or "
+                        "choose another output=")
+    from tokensift.train.run_folder import changed_settings
+
+    changed = changed_settings(recorded, config, ignore=NOT_COMPARED)
+    if changed and not getattr(config, "overwrite", False):
+        raise UserError(f"{path} holds results made with other settings ({'; '.join(changed[:4])}"
+                        f"{' ...' if len(changed) > 4 else ''}); pass overwrite=true to replace them, or choose "
+                        "another output=")
+    return f"{path}: " + ("replaced (overwrite=true)" if changed else "results of these settings, replaced")
+
+
 def write_results(result: dict, config, path: str | Path) -> Path:
     """Write result + config + versions atomically (a killed run never leaves half a JSON file)."""
     path = Path(path)

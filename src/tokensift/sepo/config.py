@@ -12,6 +12,8 @@ from tokensift.train.config import DataArgs, TrainConfig
 
 @dataclass
 class ScoreConfig(DataArgs):
+    CLI_EXAMPLE = "batch_size=32 limit=100"
+
     oracle: str = option("", "The oracle: a DPO-trained model (its folder, hub id or alias).")
     reference: str = option("", "The oracle's reference: the model the oracle's DPO started from (its SFT model).")
     output_dir: str = option("runs/scores", "Folder of Parquet score shards (token ids + scores + rows) and meta.json.")
@@ -36,6 +38,8 @@ class ScoreConfig(DataArgs):
 
 @dataclass
 class OracleConfig(TrainConfig):
+    CLI_EXAMPLE = "fraction=0.3 epochs=2 beta=0.05"
+
     fraction: float = option(1.0, "Share of the data (random, seeded) the oracle's DPO trains on, in (0, 1].")
 
     def validate(self) -> None:

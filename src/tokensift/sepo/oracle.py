@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from tokensift.errors import UserError
-from tokensift.models import load_tokenizer
 from tokensift.sepo.config import OracleConfig
-from tokensift.train.data import PairSet, load_training_data
-from tokensift.train.loop import TrainResult, Trainer
+from tokensift.train.data import PairSet, TrainData, load_training_data
+from tokensift.train.loop import TrainResult, train
 
 
 def oracle_subset(pairs: list, fraction: float, seed: int) -> list:
@@ -25,14 +24,18 @@ def oracle_subset(pairs: list, fraction: float, seed: int) -> list:
     return [pairs[i] for i in chosen]
 
 
-def train_oracle(config: OracleConfig, tokenizer=None, given=None) -> TrainResult:
-    """tokenizer, given: a tokenizer and model objects handed over in Python (tokensift.given.Given)."""
-    if config.reference not in (None, config.model) or (given is not None and given.ref_model is not None):
-        raise UserError("the oracle starts from its reference: leave reference unset (it is the oracle's model)")
-    tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
+def oracle_data(config: OracleConfig, tokenizer) -> TrainData:
+    """The pairs of `config.data` the oracle trains on: a seeded random `fraction` of the training split."""
     data = load_training_data(config, tokenizer)
     subset = oracle_subset(data.train.pairs, config.fraction, config.seed)
     data.train = PairSet(data.train.source, f"{data.train.fingerprint}|fraction={config.fraction}|seed={config.seed}",
                          subset, data.train.notes + [f"oracle trains on {len(subset)} pairs ({config.fraction:.0%})"])
     data.extra_meta["oracle_fraction"] = config.fraction
-    return Trainer(config, data, tokenizer, given).run()
+    return data
+
+
+def train_oracle(config: OracleConfig, tokenizer=None, given=None) -> TrainResult:
+    """tokenizer, given: a tokenizer and model objects handed over in Python (tokensift.given.Given)."""
+    if config.reference not in (None, config.model) or (given is not None and given.ref_model is not None):
+        raise UserError("the oracle starts from its reference: leave reference unset (it is the oracle's model)")
+    return train(config, oracle_data, tokenizer, given)

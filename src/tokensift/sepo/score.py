@@ -179,3 +179,41 @@ def load_scores(folder: str | Path) -> tuple[dict, dict[int, dict]]:
         for i, row in enumerate(cols["row"]):
             records[row] = {c: (np.asarray(cols[c][i]) if c != "row" else row) for c in COLUMNS}
     return meta, records
+
+
+def plan_scoring(config: ScoreConfig, plan=None):
+    """`tokensift score --check`: the checks score_tokens makes before it loads the models, and what it would do."""
+    from tokensift.data.load import load_preferences
+    from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+
+    plan = plan or Plan("score")
+    check_writable(config.output_dir)
+    oracle, reference = locate_model(config.oracle), locate_model(config.reference)
+    plan.add("oracle", f"{config.oracle}: {oracle.description}")
+    plan.add("reference", f"{config.reference}: {reference.description}")
+    tokenizer = check_tokenizer(oracle, config.trust_remote_code)
+    if not same_tokenizer(tokenizer, check_tokenizer(reference, config.trust_remote_code)):
+        raise UserError("the oracle and its reference use different tokenizers; token scores need one vocabulary")
+    loaded = load_preferences(config.data, columns=config.columns, skip_invalid=config.skip_invalid,
+                              split=config.split, limit=config.limit)
+    plan.add("data", loaded.summary())
+    store = ShardStore(config.output_dir)
+    if oracle.folder is None or reference.folder is None:
+        plan.add("output_dir", f"{config.output_dir}: compared with these inputs once the models are fetched")
+        return plan
+    meta = score_meta(config, tokenizer)
+    if not config.overwrite:
+        check_store(store, meta, overwrite=False)  # scores of other inputs: the run's own error
+    existing = store.read_meta()
+    same = existing is not None and existing.get("fingerprint") == fingerprint(meta)
+    done = len(store.done_rows()) if same else 0
+    if same and existing.get("complete"):
+        text = "scored already with these inputs (the run rewrites nothing)"
+    elif done:
+        text = f"{done:,} pairs scored already with these inputs; scoring continues"
+    else:
+        text = "replaced (overwrite=true)" if existing is not None else "a new scores folder"
+    plan.add("output_dir", f"{config.output_dir}: {text}")
+    plan.add("work", f"{max(len(loaded.examples) - done, 0):,} pairs through the oracle and the reference (no-grad, "
+                     f"batch_size {config.batch_size})")
+    return plan

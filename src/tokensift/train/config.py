@@ -14,8 +14,10 @@ from tokensift.models import DEFAULT_MODEL, check_qlora_available
 from tokensift.selection import SelectionArgs
 from tokensift.selectors import SELECTORS
 from tokensift.train.hub import HubArgs
+from tokensift.train.trl_names import TRL_NAMES
 
 PACKINGS = ("auto", "rows", "one_row", "pairs")
+DEFAULT_PROMPT_LENGTH = 512
 LOSS_HELP = "; ".join(f"{name}: {spec.summary}" for name, spec in LOSSES.items())
 
 
@@ -39,15 +41,24 @@ class DataArgs:
     skip_invalid: bool = option(False, "Skip bad rows (listed with reasons in a rejects file) instead of stopping at the first.")
     limit: int | None = option(None, "Use only the first N valid pairs (quick experiments).")
     max_length: int | None = option(1024, "Max tokens of prompt+response; responses are cut at the end. Memory and time grow with it.")
-    max_prompt_length: int | None = option(512, "Max prompt tokens; prompts keep their last tokens.")
+    max_prompt_length: int | None = option(512, "Max prompt tokens; prompts keep their last tokens. Left at 512 with a max_length of 512 or less, it becomes half of max_length.")
     share_prompt: bool = option(True, "Run packed with the model's own attention: each pair's prompt once, as [prompt|chosen|rejected], and sequences (SFT) back to back without padding (exact; much faster with long prompts). Models whose attention cannot be expressed that way run unpacked (flash-attention packs SFT sequences by position_ids).")
     packing: str = option("auto", "How shared-prompt pairs fill rows: rows (back to back in rows as long as the longest pair: least padding for dense attention), one_row (all in one row: for flex attention, whose block mask skips the empty blocks), pairs (one per row, padded), auto (one_row with flex_attention, else rows). Exact in every layout.")
 
     def validate_packing(self) -> None:
         if self.packing not in PACKINGS:
-            raise UserError(f"packing must be one of {', '.join(PACKINGS)}, got '{self.packing}'")
+            trl = " (TRL's packing=true is what share_prompt=true does here, by default)" if str(self.packing).lower() in (
+                "true", "false") else ""
+            raise UserError(f"packing must be one of {', '.join(PACKINGS)}, got '{self.packing}'{trl}")
+
+    def resolve_prompt_length(self) -> None:
+        """max_length=256 alone works: the default prompt limit (512) becomes half of a max_length it would not fit."""
+        if self.max_prompt_length == DEFAULT_PROMPT_LENGTH and self.max_length is not None \
+                and self.max_length <= DEFAULT_PROMPT_LENGTH:
+            self.max_prompt_length = max(1, self.max_length // 2)
 
     def validate_data(self) -> None:
+        self.resolve_prompt_length()
         self.data = as_source(self.data, "data")
         if hasattr(self, "eval_data"):
             self.eval_data = as_source(self.eval_data, "eval_data")
@@ -60,6 +71,9 @@ class DataArgs:
 
 @dataclass
 class TrainConfig(HubArgs, SelectionArgs, DataArgs):
+    KEY_ALIASES = TRL_NAMES  # a TRL user's names (per_device_train_batch_size ...): see train/trl_names.py
+    CLI_EXAMPLE = "learning_rate=5e-6 max_steps=100 max_length=512"
+
     model: str = option(DEFAULT_MODEL, "Model to train: an alias, hub id, local folder or .gguf file.")
     reference: str | None = option(None, "Reference model for DPO-family losses (default: the starting model itself).")
     output_dir: str = option("runs/train", "Where checkpoints, metrics.jsonl, the final model and run card go.")
@@ -118,7 +132,8 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     save_every: int = option(50, "Write a resumable checkpoint every N optimizer steps (0: none until the end).")
     keep_checkpoints: int = option(2, "How many recent checkpoints to keep.")
     log_every: int = option(1, "Log metrics every N optimizer steps.")
-    resume: bool = option(False, "Continue from the latest checkpoint in output_dir.")
+    resume: bool = option(True, "Continue the run in output_dir when it was started with the same settings: from its last checkpoint, or not at all when it finished. A run there with other settings is refused, naming them. false: refuse any run there.")
+    overwrite: bool = option(False, "Replace the run in output_dir (its checkpoints, final model and metrics) instead of refusing one made with other settings.")
     trackers: str = option("", "Extra metric trackers through accelerate: tensorboard and/or wandb (comma list).")
     ref_cache_dir: str | None = option(None, "Where cached reference log-probs live (default: $TOKENSIFT_CACHE/ref_logps).")
     ref_batch_size: int = option(16, "Pairs per batch when computing reference log-probs (no-grad).")
@@ -130,6 +145,7 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
         spec = self.loss_spec
         selector = self.active_selector
         self.validate_selector(spec, selector)
+        self.resolve_prompt_length()
         if not (self.scores and selector != "none") or (self.data and self.allow_projection):
             self.validate_data()  # with scores the pairs come from them; only projection re-reads the data
         if self.beta is not None and self.beta <= 0:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from tokensift.data.collate import collate_pairs, collate_sequences
 from tokensift.data.tokenize import TokenizedPair
-from tokensift.distributed import accelerator_options, fresh_accelerator_state, fsdp_on_cpu
+from tokensift.distributed import accelerator_options, quiet_deepspeed, fresh_accelerator_state, fsdp_on_cpu
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir
 from tokensift.logprobs import LabelLogps, packed_attention_scale, packed_row_tokens
@@ -38,6 +38,8 @@ from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
 from tokensift.train.outputs import save_final
 from tokensift.train.recompute import enable_selective_recompute
+from tokensift.train.run_folder import (check_model_objects, finished_result, folder_state, record_start,
+                                        remove_run)
 from tokensift.train.ref_cache import ReferenceLogpCache
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ def autocast_precision(config: TrainConfig) -> str:
 
 
 def make_accelerator(config: TrainConfig):
+    quiet_deepspeed()
     from accelerate import Accelerator
 
     trackers = [t.strip() for t in config.trackers.split(",") if t.strip()]
@@ -88,6 +91,12 @@ def make_accelerator(config: TrainConfig):
                               project_dir=config.output_dir, **accelerator_options())
     fsdp_on_cpu(accelerator)
     return accelerator
+
+
+def reference_meta(config, part, tokenizer, ref_fp: str) -> dict:
+    """What the reference log-probs of a set of pairs depend on: the key of their cache."""
+    return {"data": part.fingerprint, "reference": ref_fp, "tokenizer": tokenizer_fingerprint(tokenizer),
+            "max_length": config.max_length, "max_prompt_length": config.max_prompt_length, "dtype": config.dtype}
 
 
 def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_model, per_token: bool = False,
@@ -101,10 +110,8 @@ def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_mode
     for part in (data.train, data.eval):
         if part is None or not part.pairs:
             continue
-        meta = {"data": part.fingerprint, "reference": ref_fp, "tokenizer": tokenizer_fingerprint(tokenizer),
-                "max_length": config.max_length, "max_prompt_length": config.max_prompt_length,
-                "dtype": config.dtype}
-        cache = ReferenceLogpCache(meta, config.ref_cache_dir, accelerator.process_index, accelerator.num_processes)
+        cache = ReferenceLogpCache(reference_meta(config, part, tokenizer, ref_fp), config.ref_cache_dir,
+                                   accelerator.process_index, accelerator.num_processes)
         # Every process must see the same "missing" set: agree on it before anyone writes a shard.
         if accelerator.is_main_process:
             cache.store.clean_temporaries()  # left by a killed run; nobody is writing yet
@@ -166,6 +173,12 @@ class Trainer:
         self.accelerator = make_accelerator(config)
         ds_setup.configure(self.accelerator, config)  # DeepSpeed's batch/clip values from ours, before any work
         self.output_dir = Path(config.output_dir)
+        check_model_objects(config, given.start_fingerprints())  # a run there from other model objects: refused
+        if folder_state(config, clear=False) == "done":  # train() returns a finished run instead of building this
+            raise UserError(f"{self.output_dir} holds a finished run with these settings; overwrite=true trains again")
+        if config.overwrite and self.accelerator.is_main_process:
+            remove_run(self.output_dir)
+        self.accelerator.wait_for_everyone()
         check_output_dir(self.output_dir)
         check_hub(config)  # push_to_hub: token, network, id and write access now, not after training
         torch.manual_seed(config.seed)
@@ -350,19 +363,12 @@ class Trainer:
         acc.wait_for_everyone()
 
     def resume(self) -> tuple[int, dict]:
+        """Continue from the last checkpoint of this run (the folder's settings were compared in __init__)."""
         ckpt.clean_temporaries(self.output_dir)
         found = ckpt.latest_checkpoint(self.output_dir)
-        if not self.config.resume:
-            if found is not None:
-                raise UserError(
-                    f"{self.output_dir} already holds checkpoints ({found.name}); pass resume=true to continue that "
-                    "run or choose another output_dir"
-                )
-            self.metrics_log.truncate_after(0)  # lines of an earlier attempt that died before its first checkpoint
-            return 0, {}
         if found is None:
-            log.info("resume=true and %s holds no checkpoint yet: starting from scratch", self.output_dir)
-            self.metrics_log.truncate_after(0)
+            log.info("%s holds no checkpoint of this run: starting from scratch", self.output_dir)
+            self.metrics_log.truncate_after(0)  # lines of an earlier attempt that died before its first checkpoint
             return 0, {}
         if ckpt.is_sharded(self.accelerator):
             state = ckpt.load_sharded_checkpoint(self.accelerator, found, self.scheduler)
@@ -376,6 +382,8 @@ class Trainer:
     def run(self) -> TrainResult:
         cfg, acc = self.config, self.accelerator
         start, state = self.resume()
+        if acc.is_main_process:
+            record_start(cfg, self.data.extra_meta.get("model_objects"))
         total = self.schedule.total_steps
         skipped = state.get("skipped_steps", 0)
         if cfg.trackers:
@@ -451,4 +459,14 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
 
 
 def train(config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None) -> TrainResult:
+    """Train, or return the finished run in output_dir when it was trained with these settings (nothing is loaded);
+    a run there with other settings, or from other model objects (given), is refused, naming them
+    (train/run_folder.py)."""
+    from tokensift.given import Given
+
+    check_model_objects(config, (given or Given()).start_fingerprints())
+    if folder_state(config, clear=False) == "done":
+        print(f"{Path(config.output_dir) / 'final'}: finished already with these settings; kept "
+              "(overwrite=true trains again)")
+        return finished_result(config)
     return Trainer(config, data, tokenizer, given).run()

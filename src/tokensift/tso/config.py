@@ -37,6 +37,21 @@ GENERATOR_KEYS = ("name", "model", "policy", "column", "size", "stage", "rank", 
 ROUND_OWNED_TRAIN_KEYS = ("data", "model", "reference", "output_dir", "loss", "resume", "eval_data", "margin_column")
 MARGIN_COLUMN = "target_margin"  # the column of pairs.jsonl holding each pair's scaled margin
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+RUN_RECORD = "tso-config.json"  # a run's settings, written when it starts (tso/loop.py)
+
+
+def recorded_run_settings(output_dir: str | Path) -> dict:
+    """The settings the TSO run in `output_dir` was started with ({} when none started there): what `tso review`,
+    `tso generate` and a rerun of `tso run` start from, so a run's overrides need not be repeated."""
+    import json
+
+    path = Path(output_dir) / RUN_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} cannot be read ({exc}); it records the run's settings") from None
 
 
 @dataclass
@@ -129,6 +144,13 @@ def parse_generators(items: list, defaults: dict, base_seed: int, have_matrix_fi
     return specs
 
 
+def _train_config():
+    """TrainConfig, the class of the `train` section (imported when a key is looked up, not with this module)."""
+    from tokensift.train.config import TrainConfig
+
+    return TrainConfig
+
+
 def prior_ranks(specs: list[GeneratorSpec], with_human: bool) -> dict[str, int]:
     """Dense integer ranks (0 = lowest) of the generators' prior keys; human responses get the top rank."""
     levels = sorted({s.prior_key for s in specs})
@@ -140,6 +162,8 @@ def prior_ranks(specs: list[GeneratorSpec], with_human: bool) -> dict[str, int]:
 
 @dataclass
 class TSOConfig(HubArgs):
+    CLI_EXAMPLE = "rounds=2 limit=40 train.beta=0.05"
+
     output_dir: str = option("runs/tso", "Run folder: prompts.json, matrix/, round-XX/, eval/, report.json.")
     model: str = option(DEFAULT_MODEL, "Starting policy: round 1's reference and policy column (alias, hub id, folder).")
     prompts: str = option("", "Prompt source: a .jsonl/.json/.csv/.parquet file (or .gz), a dataset folder, "
@@ -204,7 +228,8 @@ class TSOConfig(HubArgs):
     stop_max_kl: float | None = option(None, "Stop early when a round's KL to the start model exceeds this many "
                                        "nats per answer; the final model is then the previous round's.")
     train: dict[str, object] = option({}, "TrainConfig keys for each round's dual-clip training (beta, clip_chosen, "
-                         "clip_rejected, learning_rate, epochs, batch_size, max_length, ...).")
+                         "clip_rejected, learning_rate, epochs, batch_size, max_length, ...), e.g. train.beta=0.05.",
+                         section=_train_config)
     progress: bool = option(True, "Show progress bars.")
 
     def validate(self) -> None:
@@ -279,6 +304,8 @@ class TSOConfig(HubArgs):
 
 @dataclass
 class ReviewConfig(TSOConfig):
+    CLI_EXAMPLE = "output_dir=runs/tso review_file=review.csv"
+
     review_file: str | None = option(None, "Where to write the pairs for review (.jsonl or .csv; default "
                                      "output_dir/review.jsonl). Fill in 'decision' and pass it as decisions=FILE.")
     include_decided: bool = option(False, "Also export reviewed pairs that already have a decision in the decisions file.")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tokensift.errors import UserError
 from tokensift.fsutil import check_output_dir, write_json_atomic
-from tokensift.tso.config import MARGIN_COLUMN, TSOConfig, prior_ranks
+from tokensift.tso.config import MARGIN_COLUMN, RUN_RECORD, TSOConfig, prior_ranks
 from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
 from tokensift.tso.files import (
     read_json,
@@ -86,7 +86,7 @@ def open_judge(config: TSOConfig):
 def check_run_config(config: TSOConfig) -> bool:
     """Refuse to continue a run folder with other settings: its finished rounds were made with the old ones.
     Returns whether the folder holds a started run."""
-    path = Path(config.output_dir) / "tso-config.json"
+    path = Path(config.output_dir) / RUN_RECORD
     if not path.exists():
         return False
     saved = read_json(path)
@@ -104,10 +104,16 @@ def run_settings(config: TSOConfig) -> dict:
 class TSORun:
     """Everything a run shares across rounds: settings, prompts, generators, prior ranks, judge, fixed cells."""
 
-    def __init__(self, config: TSOConfig, judge=None):
+    def __init__(self, config: TSOConfig, judge=None, check_only: bool = False):
+        """check_only: the preflight (`--check`): nothing is created or written."""
         self.config = config
         self.out = Path(config.output_dir)
-        check_output_dir(self.out)
+        if check_only:
+            from tokensift.preflight import check_writable
+
+            check_writable(self.out)
+        else:
+            check_output_dir(self.out)
         self.started = check_run_config(config)
         self.specs = config.generator_specs()
         self.prompts = prepare_prompts(config, self.started)
@@ -120,7 +126,7 @@ class TSORun:
         setting before that (a missing file, a bad judge) leaves nothing that would refuse the fixed setting."""
         if not self.started:
             save_prompts(self.config, self.prompts)
-            write_json_atomic(self.out / "tso-config.json", run_settings(self.config))
+            write_json_atomic(self.out / RUN_RECORD, run_settings(self.config))
             self.started = True
 
     @property
@@ -213,7 +219,6 @@ def round_corrections(run: TSORun, k: int, folder: Path, pairs: list[Pair]) -> d
 
 def round_training(run: TSORun, k: int, folder: Path, policy: str, trained_pairs: int) -> tuple[str, dict, int]:
     """Dual-clip DPO from the round's policy, referenced to itself. Returns (policy_out, metrics, steps)."""
-    from tokensift.train import checkpoint
     from tokensift.train.loop import Trainer
 
     if trained_pairs == 0:
@@ -223,7 +228,6 @@ def round_training(run: TSORun, k: int, folder: Path, policy: str, trained_pairs
     card = out / "final" / "run_card.json"
     if not card.exists():
         config = run.config.train_config(str(folder / "pairs.jsonl"), policy, str(out), k)
-        config.resume = checkpoint.latest_checkpoint(out) is not None
         Trainer(config).run()
     recorded = read_json(card)
     return str(out / "final"), recorded.get("final_train_metrics") or {}, recorded.get("steps", 0)
