@@ -405,6 +405,135 @@ def test_bad_hyperparameters_raise(call):
         call()
 
 
-def test_loss_name_tuples():
-    assert set(L.REFERENCE_FREE) == {"simpo", "rrhf", "sepo"}
-    assert set(L.NEEDS_REFERENCE) == {"dpo", "ipo", "cdpo", "robust", "hinge", "tdpo", "tso"}
+def test_sepo_and_simpo_name_themselves_in_their_errors():
+    b = batch()
+    b["chosen_mask"] = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"^simpo_loss: chosen_mask selects no token in pair\(s\) at batch index \[0"):
+        L.simpo_loss(**b)
+    with pytest.raises(ValueError, match=r"^sepo_loss: chosen_mask selects no token"):
+        L.sepo_loss(**b)
+    with pytest.raises(ValueError, match=r"^simpo_loss: gamma must be a finite number >= 0"):
+        L.simpo_loss(**batch(), gamma=-1.0)
+    with pytest.raises(ValueError, match=r"^sepo_loss: margin must be a finite number >= 0"):
+        L.sepo_loss(**batch(), margin=-1.0)
+
+
+# ----------------------------------------------------------------------------------------- declarations
+
+# Each built-in loss and its declaration: (reference, pairwise, unit, selection, token_weights, params, pair_inputs).
+# The registry is open: a loss added by docs/contributing.md's recipe joins it, and every test here still holds.
+BUILT_IN = {
+    "sft": ("none", False, "token", "none", False, {}, ()),
+    "dpo": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "ipo": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "cdpo": ("cached", True, "pair", "none", True, {"beta": "beta", "label_smoothing": "label_smoothing"}, ()),
+    "robust": ("cached", True, "pair", "none", True, {"beta": "beta", "label_smoothing": "label_smoothing"}, ()),
+    "hinge": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "simpo": ("none", True, "pair", "none", True, {"beta": "beta", "simpo_gamma": "gamma"}, ()),
+    "rrhf": ("none", True, "pair", "none", True, {"rrhf_sft_weight": "sft_weight"}, ()),
+    "tdpo": ("live", True, "pair", "none", False, {"beta": "beta", "tdpo_alpha": "alpha", "tdpo_variant": "variant"},
+             ()),
+    "sepo": ("none", True, "pair", "required", True, {"sepo_gamma": "gamma", "sepo_margin": "margin"}, ()),
+    "tso": ("cached", True, "pair", "none", True,
+            {"beta": "beta", "clip_chosen": "clip_chosen", "clip_rejected": "clip_rejected", "clip_mode": "mode",
+             "clip_margin_low": "clip_margin_low", "clip_margin_high": "clip_margin_high"}, ("target_margin",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_built_in_declarations(name):
+    spec = L.LOSSES[name]
+    declared = (spec.reference, spec.pairwise, spec.unit, spec.selection, spec.token_weights, spec.params,
+                spec.pair_inputs)
+    assert declared == BUILT_IN[name]
+    assert (name in L.REFERENCE_FREE) == (spec.pairwise and spec.reference == "none")
+    assert (name in L.NEEDS_REFERENCE) == (spec.reference != "none")
+
+
+def test_derived_name_tuples_cover_every_loss():
+    """Derived from LOSSES, whatever it holds: pairwise reference-free losses, and losses with a reference."""
+    assert L.REFERENCE_FREE == tuple(n for n, s in L.LOSSES.items() if s.pairwise and not s.needs_reference)
+    assert L.NEEDS_REFERENCE == tuple(n for n, s in L.LOSSES.items() if s.needs_reference)
+
+
+def test_every_setting_a_loss_reads_is_a_training_setting():
+    """params name TrainConfig fields (docs/contributing.md: a new setting is a field with read_by(...))."""
+    import dataclasses
+
+    from tokensift.train.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, spec in L.LOSSES.items():
+        assert set(spec.params) <= fields, (name, set(spec.params) - fields)
+
+
+def plain(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, beta: float = 0.1):
+    return None
+
+
+def cached(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_chosen_logps, ref_rejected_logps,
+           beta: float = 0.1, target_margin=None):
+    return None
+
+
+def no_default(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, beta):
+    return None
+
+
+def chosen_only(*, logps, mask, scale: float = 1.0):
+    return None
+
+
+@pytest.mark.parametrize("function, options, message", [
+    (cached, dict(reference="cache"), "reference must be one of none, cached, live, got 'cache'"),
+    (plain, dict(selection="require"), "selection must be one of none, required, got 'require'"),
+    (chosen_only, dict(pairwise=False, unit="tokens"), "unit must be one of pair, token, got 'tokens'"),
+    (plain, dict(pairwise="no"), "pairwise must be True or False, got 'no'"),
+    (plain, dict(token_weights=1), "token_weights must be True or False, got 1"),
+    (plain, dict(refrence="none"), "unknown option refrence; the options are reference, params, pairwise, unit, "
+                                   "selection, token_weights, pair_inputs"),
+    (plain, dict(params=["beta"]), "params must map training settings to the function's keywords"),
+    (plain, dict(params={"beta": "betta"}), "plain does not take the keyword 'betta', which params['beta'] names; "
+                                            "its keywords: chosen_logps, chosen_mask"),
+    (no_default, dict(params={"beta": "beta"}), "no_default's keyword 'beta' (params['beta']) needs a default: an "
+                                                "unset setting (None) is not passed"),
+    (plain, dict(params={"beta": "chosen_mask"}), "params['beta'] names 'chosen_mask', which the engine passes to a "
+                                                  "pairwise loss with reference='none' already"),
+    (cached, dict(reference="cached", pair_inputs="target_margin"), "pair_inputs must be a tuple of keyword names"),
+    (plain, dict(pair_inputs=("target_margin",)), "plain does not take the keyword 'target_margin', which "
+                                                  "pair_inputs names"),
+    (cached, dict(reference="live"), "cached does not take the keyword 'chosen_kl', which the engine passes to a "
+                                     "pairwise loss with reference='live'"),
+    (cached, dict(), "cached requires 'ref_chosen_logps', which nothing passes (reference='cached' or 'live' "
+                     "passes the reference's sums)"),
+    (no_default, dict(), "no_default requires 'beta', which nothing passes: the engine passes chosen_logps, "
+                         "chosen_mask, rejected_logps, rejected_mask to a pairwise loss with reference='none'"),
+    (plain, dict(pairwise=False), "plain does not take the keyword 'logps', which the engine passes to a "
+                                  "pairwise=False loss"),
+    (chosen_only, dict(pairwise=False, reference="cached"), "a pairwise=False loss gets logps and mask only: "
+                                                            "reference must be 'none', got 'cached'"),
+    (chosen_only, dict(pairwise=False, selection="required"), "selection must be 'none', got 'required'"),
+])
+def test_a_declaration_is_checked_when_the_loss_registers(function, options, message):
+    """Every option of @register, checked at import against the function's own signature: the error names the
+    loss, the option and what it may be, and the loss does not join the registry."""
+    before = dict(L.LOSSES)
+    with pytest.raises(ValueError) as info:
+        L.register("mine", "a loss under test", **options)(function)
+    assert str(info.value).startswith("loss 'mine': ") and message in str(info.value), str(info.value)
+    assert L.LOSSES == before
+
+
+def test_a_summary_is_required_and_a_good_declaration_registers():
+    with pytest.raises(ValueError, match="loss 'mine': the summary .* must be a non-empty string"):
+        L.register("mine", " ")(plain)
+    try:
+        L.register("mine", "a loss under test", reference="cached", params={"beta": "beta"},
+                   pair_inputs=("target_margin",))(cached)
+        L.register("mine_sft", "chosen only", pairwise=False, unit="token", params={"beta": "scale"})(chosen_only)
+        assert L.LOSSES["mine"].pair_inputs == ("target_margin",) and not L.LOSSES["mine_sft"].pairwise
+        with pytest.raises(ValueError, match="loss 'mine' is declared twice"):
+            L.register("mine", "again")(plain)
+    finally:
+        L.LOSSES.pop("mine", None)
+        L.LOSSES.pop("mine_sft", None)

@@ -105,8 +105,9 @@ def test_selected_token_dpo_sums_policy_and_reference_over_the_same_tokens():
 
 def test_selectors_are_fitted_on_the_training_split_only(tmp_path, model_dir):
     from tokensift.sepo.config import ScoreConfig
-    from tokensift.sepo.policy import selected_train_data
-    from tokensift.sepo.score import load_scores, score_tokens
+    from tokensift.scores import load_scores
+    from tokensift.sepo.score import score_tokens
+    from tokensift.train.run import selected_train_data
     from tokensift.models import load_tokenizer
 
     from conftest import build_model
@@ -163,4 +164,46 @@ def test_selector_settings_are_checked(tmp_path, model_dir):
     with pytest.raises(UserError, match="selector=confidence does not read k_chosen"):
         train_config(tmp_path, model_dir, data, loss="simpo", selector="confidence", k_chosen=0.5)
     train_config(tmp_path, model_dir, data, loss="dpo", selector="reference_gap", gap_quantile=0.8)  # its own: fine
-    assert set(SELECTORS) == {"oracle", "random", "confidence", "reference_gap", "soft"}
+
+
+# Each built-in selector and its declaration: (reads, output, settings). The registry is open: a selector added by
+# docs/contributing.md's recipe joins it, and every test here still holds.
+SELECTION = ("k_chosen", "k_rejected", "selection", "reward_mass")
+BUILT_IN = {
+    "oracle": ({"scores"}, "mask", SELECTION),
+    "random": (set(), "mask", ("k_chosen", "k_rejected")),
+    "confidence": ({"policy"}, "mask", ()),
+    "reference_gap": ({"policy", "reference"}, "mask", ("gap_quantile",)),
+    "soft": ({"scores"}, "weights", ("weight_scale", "weight_min", "weight_max")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILT_IN))
+def test_built_in_declarations(name):
+    spec = SELECTORS[name]
+    assert (set(spec.reads), spec.output, spec.settings) == BUILT_IN[name]
+
+
+def test_every_setting_a_selector_reads_is_a_training_setting():
+    import dataclasses
+
+    from tokensift.train.config import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, spec in SELECTORS.items():
+        assert set(spec.settings) <= fields, (name, set(spec.settings) - fields)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(output="mask_"), "selector 'mine': output is mask or weights; reads is scores, policy, reference"),
+    (dict(reads=("score",)), "selector 'mine': output is mask or weights; reads is scores, policy, reference"),
+    (dict(settings="k_chosen"), "selector 'mine': settings is a tuple of TrainConfig setting names, got 'k_chosen'"),
+])
+def test_a_declaration_is_checked_when_the_selector_registers(options, message):
+    from tokensift.selectors import Selector, selector
+
+    before = dict(SELECTORS)
+    with pytest.raises(ValueError) as info:
+        selector("mine", "a selector under test", "no paper", **options)(Selector)
+    assert message in str(info.value)
+    assert SELECTORS == before

@@ -75,8 +75,8 @@ def common(args) -> dict:
 
 
 def run_training(config) -> None:
-    from tokensift.train.run_folder import training_done
     from tokensift.api import train_model as train
+    from tokensift.train.run_folder import training_done
 
     if not training_done(config):
         print(f"[realdata] training {config.output_dir}")

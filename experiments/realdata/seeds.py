@@ -46,8 +46,8 @@ def oracle_scores(args, out: Path, train: Path) -> Path:
     from tokensift.models import load_tokenizer
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.oracle import train_oracle
-    from tokensift.train.run_folder import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
+    from tokensift.train.run_folder import training_done
 
     oracle = build(OracleConfig, {**common(args, train), "seed": 0, "output_dir": str(out / "oracle"),
                                   "fraction": 1.0, "epochs": 2.0, "beta": 0.1})

@@ -20,7 +20,7 @@ def vader_scorer():
 def positive_flags(pairs: Path, records: dict, tokenizer) -> dict[int, np.ndarray]:
     """row -> for each stored chosen token, whether it overlaps a VADER-positive word of the chosen text."""
     from tokensift.data.load import load_preferences
-    from tokensift.sepo.project import response_spans
+    from tokensift.projection import response_spans
 
     analyzer, _ = vader_scorer()
     positive = {w for w, v in analyzer.lexicon.items() if v > 0}
@@ -60,7 +60,7 @@ class Tally:
 def oracle_precision(pairs: Path, scores: Path, tokenizer) -> dict:
     """The oracle's per_response selection at k = 0.1 and 0.3 (the ceiling: a perfect ranking at the same k)."""
     from tokensift.selection import Selection
-    from tokensift.sepo.score import load_scores
+    from tokensift.scores import load_scores
 
     _, records = load_scores(scores)
     flags = positive_flags(pairs, records, tokenizer)
@@ -83,7 +83,7 @@ def key_token_precision(args, out: Path, pairs: Path, scores: Path, tokenizer, b
     from tokensift.data.tokenize import TokenizedPair
     from tokensift.models import load_model
     from tokensift.selectors import SELECTORS, build_selector
-    from tokensift.sepo.score import load_scores
+    from tokensift.scores import load_scores
     from tokensift.train.config import TrainConfig
     from tokensift.train.ref_cache import iter_pair_logps
 

@@ -129,8 +129,8 @@ def oracles_and_scores(args, out: Path, pairs: Path) -> dict[str, Path]:
     from tokensift.models import load_tokenizer
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.oracle import train_oracle
-    from tokensift.train.run_folder import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
+    from tokensift.train.run_folder import training_done
 
     n_pairs = len(pairs.read_text().splitlines())
     found = {}

@@ -43,8 +43,8 @@ def oracle_and_scores(args, out: Path, data: Path) -> Path:
     from tokensift.models import load_tokenizer
     from tokensift.sepo.config import OracleConfig, ScoreConfig
     from tokensift.sepo.oracle import train_oracle
-    from tokensift.train.run_folder import training_done
     from tokensift.sepo.score import score_tokens, scores_complete
+    from tokensift.train.run_folder import training_done
 
     common = dict(data=str(data), max_length=args.max_length, max_prompt_length=args.max_length // 2)
     oracle = build(OracleConfig, {**common, "model": args.model, "output_dir": str(out / "oracle"), "fraction": 1.0,
@@ -65,7 +65,7 @@ def start_logps(args, out: Path, scores: Path) -> dict:
 
     from tokensift.data.tokenize import TokenizedPair
     from tokensift.models import load_model, load_tokenizer
-    from tokensift.sepo.score import load_scores
+    from tokensift.scores import load_scores
     from tokensift.train.ref_cache import iter_pair_logps
 
     path = out / "start_logps.npz"
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--k", type=float, default=0.3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    from tokensift.sepo.score import load_scores
+    from tokensift.scores import load_scores
 
     out, docs = Path(args.out), Path(args.docs)
     out.mkdir(parents=True, exist_ok=True)

@@ -148,10 +148,10 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     output_dir unset (as a keyword, or left at its default "runs/train" in a config object): a fresh folder
     runs/train-<time>-<hex> (TrainResult.output_dir). With a token selector (`selector`, or loss="sepo", which
     trains on the oracle's key tokens from `scores`) the pairs and selection are built by
-    sepo/policy.selected_train_data.
+    train/run.selected_train_data.
     """
-    from tokensift.sepo.policy import train_run
     from tokensift.train.config import TrainConfig
+    from tokensift.train.run import train_run
 
     _with_data(settings, "data", train_dataset, "train_dataset")
     _with_data(settings, "eval_data", eval_dataset, "eval_dataset")
@@ -191,8 +191,8 @@ def score_tokens(config=None, *, dataset=None, **settings):
     """Score every response token with the oracle's implicit reward (`ScoreConfig`); returns (ScoreResult,
     records), records: row -> {prompt_ids, chosen_ids, rejected_ids, chosen_scores, rejected_scores}.
     output_dir unset: a fresh folder runs/scores-<time>-<hex> (ScoreResult.output_dir)."""
+    from tokensift.scores import load_scores
     from tokensift.sepo.config import ScoreConfig
-    from tokensift.sepo.score import load_scores
     from tokensift.sepo.score import score_tokens as run
 
     config = _configure_run(ScoreConfig, config, _with_data(settings, "data", dataset, "dataset"), "scores")
@@ -228,9 +228,8 @@ def select_tokens(scores, *, limit: int | None = None, eval_fraction: float = 0.
     text), `text` (the selected tokens decoded) and `selected_tokens()`. Text is decoded with processing_class
     (a tokenizer or name), default the oracle's tokenizer, loaded once on first use.
     """
+    from tokensift.scores import load_scores, scores_meta
     from tokensift.selection import SelectionArgs
-    from tokensift.given import tokenizer_argument
-    from tokensift.sepo.score import load_scores, scores_meta
     from tokensift.sepo.selected import TokenText, selections
 
     args = configure(SelectionArgs, None, **selection)

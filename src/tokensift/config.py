@@ -48,10 +48,11 @@ def suggest(name: str, choices, prefix: str = "") -> str:
 def coerce(value, tp, key: str):
     """Convert a YAML value or a command-line string to the field's type, or raise a UserError naming the key."""
     tp, optional = unwrap_optional(tp)
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+    unset = isinstance(value, str) and value.lower() in ("none", "null") and (optional or tp is not str)
+    if value is None or unset:
         if optional:
             return None
-        raise UserError(f"config key '{key}' may not be empty")
+        raise UserError(f"config key '{key}' may not be empty (null unsets only keys whose default is none)")
     try:
         if tp is bool:
             if isinstance(value, bool):

@@ -26,11 +26,12 @@ command-line help, the oracle's check and the trainer's dispatch all read `LOSSE
 how to add one.
 
 Longer than our ~400-line aim on purpose: eleven losses, each a short function with its equation, declared beside
-one another and sharing the same few helpers, read best in one file.
+one another and sharing the same few helpers, read best in one file, with the check of their declarations.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -100,16 +101,100 @@ class LossSpec:
 LOSSES: dict[str, LossSpec] = {}
 
 
-def register(name: str, summary: str, **spec):
-    """Declare the decorated function as loss `name` (see LossSpec for the fields)."""
+def register(name: str, summary: str, **options):
+    """Declare the decorated function as loss `name` (see LossSpec for the options). Every option is checked now,
+    against the function's own signature, so a typo fails at import with the loss and the option named."""
 
     def declare(function):
         if name in LOSSES:
             raise ValueError(f"loss '{name}' is declared twice")
-        LOSSES[name] = LossSpec(name, function, summary, **spec)
+        known = [f for f in LossSpec.__dataclass_fields__ if f not in ("name", "function", "summary")]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(f"loss '{name}': unknown option {', '.join(unknown)}; the options are {', '.join(known)}")
+        spec = LossSpec(name, function, summary, **options)
+        check_declaration(spec)
+        LOSSES[name] = spec
         return function
 
     return declare
+
+
+CHOICES = {"reference": ("none", "cached", "live"), "unit": ("pair", "token"), "selection": ("none", "required")}
+
+
+def engine_inputs(pairwise: bool, reference: str) -> tuple[str, ...]:
+    """The keywords the engine passes to a loss so declared, besides its params (train/objective.py)."""
+    if not pairwise:
+        return ("logps", "mask")
+    inputs = ("chosen_logps", "chosen_mask", "rejected_logps", "rejected_mask")
+    if reference != "none":
+        inputs += ("ref_chosen_logps", "ref_rejected_logps")
+    if reference == "live":
+        inputs += ("chosen_kl", "rejected_kl")
+    return inputs
+
+
+def check_declaration(spec: LossSpec) -> None:
+    """A ValueError naming the loss, the option and what it may be, unless every option is valid and the function
+    takes exactly what the engine will pass it: its inputs, the params' keywords and the pair inputs (with
+    defaults: an unset setting, or a pair input the batch lacks, is not passed), and nothing else without a
+    default."""
+    name, function = spec.name, spec.function
+
+    def bad(message: str) -> ValueError:
+        return ValueError(f"loss '{name}': {message}")
+
+    if not callable(function):
+        raise bad(f"@register declares a function, got {type(function).__name__}")
+    if not isinstance(spec.summary, str) or not spec.summary.strip():
+        raise bad("the summary (a line for the help) must be a non-empty string")
+    for option, choices in CHOICES.items():
+        if getattr(spec, option) not in choices:
+            raise bad(f"{option} must be one of {', '.join(choices)}, got {getattr(spec, option)!r}")
+    for option in ("pairwise", "token_weights"):
+        if not isinstance(getattr(spec, option), bool):
+            raise bad(f"{option} must be True or False, got {getattr(spec, option)!r}")
+    if not isinstance(spec.params, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in spec.params.items()):
+        raise bad(f"params must map training settings to the function's keywords (str -> str), got {spec.params!r}")
+    if not isinstance(spec.pair_inputs, tuple) or not all(isinstance(k, str) for k in spec.pair_inputs):
+        raise bad(f"pair_inputs must be a tuple of keyword names, e.g. ('target_margin',), got {spec.pair_inputs!r}")
+    if not spec.pairwise:
+        for option, plain in (("reference", "none"), ("selection", "none"), ("pair_inputs", ())):
+            if getattr(spec, option) != plain:
+                raise bad(f"a pairwise=False loss gets logps and mask only: {option} must be {plain!r}, "
+                          f"got {getattr(spec, option)!r}")
+
+    signature = inspect.signature(function)
+    parameters = signature.parameters
+    keywords = [k for k, p in parameters.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    any_keyword = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    who = getattr(function, "__name__", name)
+    kind = f"a pairwise loss with reference={spec.reference!r}" if spec.pairwise else "a pairwise=False loss"
+    inputs = engine_inputs(spec.pairwise, spec.reference)
+    passed = {keyword: f"the engine passes to {kind}" for keyword in inputs}
+    declared = [(f"params[{setting!r}]", keyword) for setting, keyword in spec.params.items()]
+    declared += [("pair_inputs", keyword) for keyword in spec.pair_inputs]
+    for where, keyword in [("", keyword) for keyword in inputs] + declared:
+        if where and keyword in passed:
+            raise bad(f"{where} names {keyword!r}, which {passed[keyword]} already")
+        if keyword not in keywords and not any_keyword:
+            why = where + " names" if where else passed[keyword]
+            raise bad(f"{who} does not take the keyword {keyword!r}, which {why}; its keywords: "
+                      f"{', '.join(keywords) or 'none'}")
+        if where and keyword in parameters and parameters[keyword].default is inspect.Parameter.empty:
+            why = ("it is passed only when the batch carries it" if where == "pair_inputs"
+                   else "an unset setting (None) is not passed")
+            raise bad(f"{who}'s keyword {keyword!r} ({where}) needs a default: {why}")
+        passed.setdefault(keyword, f"{where} names")
+    for keyword, parameter in parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD) or keyword in passed:
+            continue
+        if parameter.default is inspect.Parameter.empty:
+            hint = " (reference='cached' or 'live' passes the reference's sums)" if keyword.startswith("ref_") else ""
+            raise bad(f"{who} requires {keyword!r}, which nothing passes{hint}: the engine passes "
+                      f"{', '.join(inputs)} to {kind}; give it a default, or name it in params or pair_inputs")
 
 
 @dataclass
@@ -225,6 +310,21 @@ def _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask, re
     chosen_logratios = policy_chosen - ref_chosen_logps.detach().float()
     rejected_logratios = policy_rejected - ref_rejected_logps.detach().float()
     return policy_chosen, policy_rejected, chosen_logratios, rejected_logratios
+
+
+def _mean_margin_loss(who, scale, margin, chosen_logps, chosen_mask, rejected_logps, rejected_mask):
+    """SimPO's and SePO's one equation, reference-free: with mean_c, mean_r the mean policy log-prob over each
+    side's mask (an empty mask is a ValueError naming the pair),
+
+        L = -log sigmoid(scale * mean_c - scale * mean_r - margin)
+
+    rewards/* = scale * mean (the margin metric does not subtract `margin`); logps/* are sums over the masks."""
+    _check_pair(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask)
+    reward_c = scale * _masked_mean(who, "chosen", chosen_logps, chosen_mask)
+    reward_r = scale * _masked_mean(who, "rejected", rejected_logps, rejected_mask)
+    per_pair = -F.logsigmoid(reward_c - reward_r - margin)
+    return _pair_output(per_pair, reward_c, reward_r,
+                        _masked_sum(chosen_logps, chosen_mask), _masked_sum(rejected_logps, rejected_mask))
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -381,12 +481,7 @@ def simpo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, beta
     """
     _check_positive("simpo_loss", "beta", beta)
     _check_nonnegative("simpo_loss", "gamma", gamma)
-    _check_pair("simpo_loss", chosen_logps, chosen_mask, rejected_logps, rejected_mask)
-    reward_c = beta * _masked_mean("simpo_loss", "chosen", chosen_logps, chosen_mask)
-    reward_r = beta * _masked_mean("simpo_loss", "rejected", rejected_logps, rejected_mask)
-    per_pair = -F.logsigmoid(reward_c - reward_r - gamma)
-    return _pair_output(per_pair, reward_c, reward_r,
-                        _masked_sum(chosen_logps, chosen_mask), _masked_sum(rejected_logps, rejected_mask))
+    return _mean_margin_loss("simpo_loss", beta, gamma, chosen_logps, chosen_mask, rejected_logps, rejected_mask)
 
 
 @register("rrhf", "RRHF: ranking hinge on mean log-probs plus SFT", params={"rrhf_sft_weight": "sft_weight"})
@@ -476,12 +571,7 @@ def sepo_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, gamma
     """
     _check_positive("sepo_loss", "gamma", gamma)
     _check_nonnegative("sepo_loss", "margin", margin)
-    _check_pair("sepo_loss", chosen_logps, chosen_mask, rejected_logps, rejected_mask)
-    reward_c = gamma * _masked_mean("sepo_loss", "chosen", chosen_logps, chosen_mask)
-    reward_r = gamma * _masked_mean("sepo_loss", "rejected", rejected_logps, rejected_mask)
-    per_pair = -F.logsigmoid(reward_c - reward_r - margin)
-    return _pair_output(per_pair, reward_c, reward_r,
-                        _masked_sum(chosen_logps, chosen_mask), _masked_sum(rejected_logps, rejected_mask))
+    return _mean_margin_loss("sepo_loss", gamma, margin, chosen_logps, chosen_mask, rejected_logps, rejected_mask)
 
 
 @register("tso", "TSO dual-clip DPO", reference="cached",

@@ -19,6 +19,7 @@ Every response keeps at least one token.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -62,9 +63,24 @@ STRATEGIES: dict[str, Strategy] = {}
 
 
 def strategy(name: str, summary: str, fit: Callable | None = None):
+    """Declare the decorated `pick(ranking, k, fitted, selection)` as selection strategy `name`; `fit(selection,
+    chosen_scores, rejected_scores)`, when given, fits its values on the training split (see Strategy)."""
+
     def declare(pick):
         if name in STRATEGIES:
             raise ValueError(f"selection strategy '{name}' is declared twice")
+        if not isinstance(summary, str) or not summary.strip():
+            raise ValueError(f"selection strategy '{name}': the summary (a line for the help) must be a non-empty "
+                             "string")
+        for what, function, arguments in (("pick", pick, "ranking, k, fitted, selection"),
+                                          ("fit", fit, "selection, chosen_scores, rejected_scores")):
+            if function is None and what == "fit":
+                continue
+            try:
+                inspect.signature(function).bind(*arguments.split(", "))
+            except (TypeError, ValueError):
+                raise ValueError(f"selection strategy '{name}': {what} must be a function of ({arguments}), got "
+                                 f"{getattr(function, '__name__', repr(function))}") from None
         STRATEGIES[name] = Strategy(name, pick, summary, fit)
         return pick
 
@@ -133,11 +149,6 @@ class SelectionArgs:
         """The strategy with these settings, fitted on the given responses' scores (the training split)."""
         return Selection(self.selection, self.k_chosen, self.k_rejected, self.reward_mass).fit(chosen_scores,
                                                                                                 rejected_scores)
-
-
-def selected_count(k: float, n: int) -> int:
-    """floor(k * n), at least 1, without float error (k * n is rounded to 6 decimals before the floor)."""
-    return max(1, math.floor(round(k * n, 6)))
 
 
 @dataclass

@@ -63,6 +63,8 @@ def selector(name: str, summary: str, paper: str, reads: tuple[str, ...] = (), o
             raise ValueError(f"selector '{name}' is declared twice")
         if output not in ("mask", "weights") or not set(reads) <= {"scores", "policy", "reference"}:
             raise ValueError(f"selector '{name}': output is mask or weights; reads is scores, policy, reference")
+        if not isinstance(settings, (tuple, list)) or not all(isinstance(s, str) for s in settings):
+            raise ValueError(f"selector '{name}': settings is a tuple of TrainConfig setting names, got {settings!r}")
         SELECTORS[name] = SelectorSpec(name, build, frozenset(reads), output, summary, paper, tuple(settings))
         return build
 

@@ -167,8 +167,8 @@ def write_table(config: SweepConfig, rows: list[dict]) -> Path:
 
 def run_sweep(config: SweepConfig) -> list[dict]:
     """Train every run of the grid (skipping finished ones) and write the table after each."""
+    from tokensift.train.run import train_run
     from tokensift.train.run_folder import training_done
-    from tokensift.sepo.policy import train_run
 
     runs = config.runs()
     rows = []
@@ -200,7 +200,7 @@ def plan_sweep(config: SweepConfig):
         if i == 0:
             data = None
             if run.active_selector != "none":
-                from tokensift.sepo.policy import selected_train_data as data
+                from tokensift.train.run import selected_train_data as data
             plan.extend(plan_training(run, data, name), prefix=f"{name}: ")
         else:
             plan.add(name, describe_folder(run)[1])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from launching import launch, make_setup, score_job, train_job
-from tokensift.sepo.score import load_scores
+from tokensift.scores import load_scores
 from tokensift.train.metrics import read_metrics
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import build_tokenizer
 from families import FAMILIES, build_family_tokenizer
 
-from tokensift.sepo.project import project_scores, response_spans
+from tokensift.projection import project_scores, response_spans
 from tokensift.selection import Selection, selected_count
 
 MESSAGES = [{"role": "user", "content": "Hi"}]

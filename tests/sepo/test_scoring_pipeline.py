@@ -9,7 +9,8 @@ import torch
 
 from conftest import build_model, train_config, write_pairs
 from tokensift.sepo.config import ScoreConfig
-from tokensift.sepo.score import load_scores, score_tokens
+from tokensift.scores import load_scores
+from tokensift.sepo.score import score_tokens
 from tokensift.shards import ShardStore
 from tokensift.api import train_model as train
 from tokensift.train.metrics import read_metrics
@@ -111,7 +112,7 @@ def test_sepo_reads_only_selected_tokens(tmp_path, two_models):
     score_tokens(score_cfg)
     cfg = train_config(tmp_path, ref_dir, "", loss="sepo", scores=score_cfg.output_dir, k_chosen=0.3,
                        k_rejected=0.3, max_steps=1)  # no data: SePO reads its pairs from the scores
-    from tokensift.sepo.policy import selected_train_data
+    from tokensift.train.run import selected_train_data
     from tokensift.train.loop import Trainer
 
     trainer = Trainer(cfg, selected_train_data)
@@ -148,6 +149,33 @@ def test_pipeline_end_to_end_and_skips_finished_stages(tmp_path, model_dir, caps
     run_pipeline(cfg)
     out = capsys.readouterr().out
     assert out.count("skipped") == 4
+    # A new policy setting (issue 23): the finished sft, oracle and scores are reused, the first policy is kept, and
+    # the new one trains beside it, with its own report.
+    stamp = (tmp_path / "sepo" / "policy" / "final" / "model.safetensors").stat().st_mtime_ns
+    changed = build(SePOConfig, {**{f: getattr(cfg, f) for f in ("data", "output_dir", "reference_model",
+                                                                 "policy_model", "sft_enabled", "sft", "oracle",
+                                                                 "score", "show_pairs")},
+                                 "policy": {**fast, "k_chosen": 0.2}})
+    again = run_pipeline(changed)
+    out = capsys.readouterr().out
+    assert out.count("skipped") == 3 and "holds a run with other settings (k_chosen: 0.3 -> 0.2)" in out
+    policy = Path(again["stages"]["policy"]).parent
+    assert policy.name.startswith("policy-") and len(policy.name) == len("policy-") + 8
+    assert json.loads((policy / "final" / "run_card.json").read_text())["config"]["k_chosen"] == 0.2
+    assert (tmp_path / "sepo" / "policy" / "final" / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (tmp_path / "sepo" / ("report" + policy.name[len("policy"):]) / "pipeline.json").exists()
+    run_pipeline(changed)  # and both are finished now: nothing trains
+    assert capsys.readouterr().out.count("skipped") == 4
+
+
+def test_pipeline_limit_reaches_every_stage(tmp_path, model_dir):
+    from tokensift.config import build
+    from tokensift.sepo.pipeline import SePOConfig
+
+    data = write_pairs(tmp_path / "pairs.jsonl", n=12)
+    cfg = build(SePOConfig, {"data": str(data), "limit": 5, "sft_enabled": True, "reference_model": str(model_dir)})
+    assert {name: stage.limit for name, stage in cfg.stages().items()} == {"sft": 5, "oracle": 5, "score": 5,
+                                                                             "policy": 5}
 
 
 def test_show_cli_writes_the_heatmap_of_stored_scores(tmp_path, two_models, capsys):

@@ -5,8 +5,8 @@ import pytest
 
 from conftest import CORPUS, build_tokenizer
 from tokensift.sepo.mass import absolute_mass_share, pair_mass_curve
-from tokensift.sepo.project import project_scores, response_spans
-from tokensift.selection import Selection, selection_masks
+from tokensift.projection import project_scores, response_spans
+from tokensift.selection import STRATEGIES, Selection, selection_masks, strategy
 
 
 def test_per_response_top_and_bottom_k():
@@ -51,6 +51,33 @@ def test_reward_mass_selection():
     assert sel.rejected(np.array([-4.0, 1.0, -2.0, -4.0])).tolist() == [True, False, False, True]
     # no positive score: the single best token
     assert sel.chosen(np.array([-1.0, -0.5, -3.0])).tolist() == [False, True, False]
+
+
+def test_built_in_strategies_and_their_fits():
+    """The registry is open (docs/contributing.md adds strategies): the built-ins are there, with their fits."""
+    assert {"per_response", "global_threshold", "reward_mass"} <= set(STRATEGIES)
+    assert [STRATEGIES[n].fit is not None for n in ("per_response", "global_threshold", "reward_mass")] == [
+        False, True, False]
+
+
+def two(selection, chosen_scores):
+    return 0.0, 0.0
+
+
+@pytest.mark.parametrize("summary, pick, fit, message", [
+    ("", lambda ranking, k, fitted, selection: None, None, "the summary (a line for the help) must be a non-empty"),
+    ("ok", lambda ranking, k: None, None, "pick must be a function of (ranking, k, fitted, selection), got <lambda>"),
+    ("ok", lambda ranking, k, fitted, selection: None, two,
+     "fit must be a function of (selection, chosen_scores, rejected_scores), got two"),
+    ("ok", lambda ranking, k, fitted, selection: None, 0.5,
+     "fit must be a function of (selection, chosen_scores, rejected_scores), got 0.5"),
+])
+def test_a_strategy_declaration_is_checked(summary, pick, fit, message):
+    before = dict(STRATEGIES)
+    with pytest.raises(ValueError) as info:
+        strategy("mine", summary, fit=fit)(pick)
+    assert str(info.value).startswith("selection strategy 'mine': ") and message in str(info.value)
+    assert STRATEGIES == before
 
 
 def test_selection_masks_layout():

@@ -180,6 +180,12 @@ def test_unresolved_stop_waits_for_human_decisions(tmp_path, model_dir, counts):
     assert count > 0
     import csv
 
+    # `tokensift tso review` with only the run folder: the run's own settings come from its record (issue 23)
+    from tokensift.cli import main
+
+    assert main(["tso", "review", f"output_dir={config.output_dir}", f"review_file={tmp_path / 'cli.csv'}"]) == 0
+    assert (tmp_path / "cli.csv").read_text() == sheet.read_text()
+
     rows = list(csv.DictReader(sheet.open()))
     assert {"pair_id", "decision", "review_reason", "chosen_text", "rejected_text", "judge_p_chosen"} <= set(rows[0])
     assert {row["review_reason"] for row in rows} <= {"disagreement", "inconsistent", "ambiguous", "audit"}

@@ -147,9 +147,9 @@ def run_pipeline(config: SePOConfig) -> dict:
     from tokensift.sepo.oracle import train_oracle
     from tokensift.sepo.score import score_tokens, scores_complete
     from tokensift.selection import SelectionArgs
-    from tokensift.sepo.policy import train_policy
     from tokensift.sepo.show import ShowConfig, show_scores
     from tokensift.train.loop import train
+    from tokensift.train.run import train_run
 
     for stage in config.stages().values():
         check_hub(stage)  # a stage that publishes fails now, not after the stages before it
@@ -184,7 +184,7 @@ def run_pipeline(config: SePOConfig) -> dict:
         print(f"[sepo] policy: done already ({policy.output_dir}/final), skipped")
     else:
         print(f"[sepo] policy: SePO on {policy.model}, k_chosen={policy.k_chosen}, k_rejected={policy.k_rejected}")
-        train_policy(policy)
+        train_run(policy)
     report["stages"]["policy"] = str(Path(policy.output_dir) / "final")
     if config.show_pairs:
         page = show_scores(build(ShowConfig, {
@@ -203,7 +203,7 @@ def plan_pipeline(config: SePOConfig):
     from tokensift.models import load_tokenizer
     from tokensift.preflight import Plan
     from tokensift.sepo.oracle import oracle_data
-    from tokensift.sepo.policy import selected_train_data
+    from tokensift.train.run import selected_train_data
     from tokensift.sepo.score import scores_complete
     from tokensift.shards import ShardStore
     from tokensift.train.plan import describe_folder, plan_training

@@ -6,9 +6,10 @@ and each response token (the first one and the turn end included) gets
     score_i = beta * (log pi_oracle(y_i | x, y_<i) - log pi_ref(y_i | x, y_<i))     (label space)
 
 Scores are stored, not selections: token ids + one float per token + the row, so any k or selection strategy
-is applied later at batch-build time. The job streams the data in chunks (memory stays flat in the dataset
-size), writes a shard per chunk atomically, and on restart skips rows already written: a kill never leaves
-duplicate or missing rows. Under `accelerate launch`, process p scores the rows with `row % world == p`.
+is applied later at batch-build time (the record layout, and its reader for training, are scores.py's). The job
+streams the data in chunks (memory stays flat in the dataset size), writes a shard per chunk atomically, and on
+restart skips rows already written: a kill never leaves duplicate or missing rows. Under `accelerate launch`,
+process p scores the rows with `row % world == p`.
 """
 
 from __future__ import annotations
@@ -38,11 +39,11 @@ from tokensift.models import (
     same_tokenizer,
     tokenizer_fingerprint,
 )
+from tokensift.scores import COLUMNS
 from tokensift.sepo.config import ScoreConfig
 from tokensift.shards import ShardStore
 
 log = logging.getLogger(__name__)
-COLUMNS = ("row", "prompt_ids", "chosen_ids", "rejected_ids", "chosen_scores", "rejected_scores")
 
 
 @dataclass
@@ -157,28 +158,6 @@ def scores_complete(folder: str | Path, config: ScoreConfig | None = None, token
     if not meta or not meta.get("complete"):
         return False
     return config is None or meta.get("fingerprint") == fingerprint(score_meta(config, tokenizer))
-
-
-def scores_meta(folder: str | Path) -> dict:
-    """The meta.json of a finished scoring run (its inputs, the oracle and reference names, counts)."""
-    meta = ShardStore(folder).read_meta()
-    if not meta:
-        raise UserError(f"{folder} holds no token scores (no meta.json); run `tokensift score` first")
-    if not meta.get("complete"):
-        raise UserError(f"the scoring run in {folder} did not finish; rerun `tokensift score` to complete it")
-    return meta
-
-
-def load_scores(folder: str | Path) -> tuple[dict, dict[int, dict]]:
-    """(meta, row -> record) of a finished scoring run, with numpy arrays."""
-    meta = scores_meta(folder)
-    table = ShardStore(folder).read(list(COLUMNS))
-    records = {}
-    for batch in table.to_batches():
-        cols = {c: batch.column(c).to_pylist() for c in COLUMNS}
-        for i, row in enumerate(cols["row"]):
-            records[row] = {c: (np.asarray(cols[c][i]) if c != "row" else row) for c in COLUMNS}
-    return meta, records
 
 
 def plan_scoring(config: ScoreConfig, plan=None):

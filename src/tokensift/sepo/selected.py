@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tokensift.sepo.policy import training_rows
+from tokensift.train.run import training_rows
 
 SHOWN = 12  # selected tokens a repr lists
 

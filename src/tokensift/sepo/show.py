@@ -1,7 +1,7 @@
 """`tokensift show`: an HTML page of scored pairs, every token coloured by its score, key tokens ringed.
 
 The ringed tokens are the ones training selects: the same selection settings (selection.SelectionArgs), fitted
-on the same rows (the training split that `limit`, `eval_fraction` and `seed` give, sepo/policy.training_rows).
+on the same rows (the training split that `limit`, `eval_fraction` and `seed` give, train/run.training_rows).
 Colours are on one scale for all shown pairs unless `scale=pair`; pairs the oracle ranks the wrong way round
 (summed token rewards, chosen minus rejected, <= 0) are badged and counted (tokensift/viz/heatmap.py).
 """
@@ -49,8 +49,8 @@ def token_texts(tokenizer, ids) -> list[str]:
 
 def show_scores(config: ShowConfig) -> Path:
     from tokensift.models import load_tokenizer
-    from tokensift.sepo.policy import training_rows
-    from tokensift.sepo.score import load_scores
+    from tokensift.scores import load_scores
+    from tokensift.train.run import training_rows
     from tokensift.viz.heatmap import render_heatmap
 
     meta, records = load_scores(config.scores)

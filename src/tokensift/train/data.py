@@ -74,7 +74,7 @@ class TrainData:
     """What a run trains on, with the token selection of each batch when there is one.
 
     select(batch, policy_logps=None) -> [2B, R] bool mask or float weights: the labels the loss reads (a token
-    selector, selectors.py; whoever builds the data provides it, e.g. sepo/policy.py). Selections with
+    selector, selectors.py; whoever builds the data provides it, e.g. train/run.py). Selections with
     `select.online` are made after the forward from the policy's own log-probs of every response token; the
     others when the batch is built. reference_tokens: the selection reads the reference's per-token log-probs
     (the trainer puts them on each batch from its reference cache). `extra_meta` goes into the run card.
