@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The registry-dependent test modules, run against the copy (the default-model judge test is marked slow).
 SUITE = ["tests/contributor_checks.py", "tests/test_losses.py", "tests/test_selectors.py",
-         "tests/sepo/test_select_mass_project.py", "tests/tso/test_judges.py", "tests/reliability/test_bad_inputs.py"]
+         "tests/sepo/test_select_mass_project.py", "tests/tso/test_judges.py", "tests/reliability/test_bad_inputs.py",
+         "tests/test_cli_help.py"]
 
 LOSS = '''
 
