@@ -41,3 +41,37 @@ def test_relative_links_in_the_docs_point_at_files_that_exist():
             if not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(root)}: {target}")
     assert not broken, "links to missing files:\n" + "\n".join(broken)
+
+
+PUBLIC_MODULES = ("tokensift", "tokensift.eval", "tokensift.viz")  # docs/python-api.md: what is public
+
+
+def test_python_examples_in_the_docs_use_only_public_names():
+    """docs/python-api.md says the names in `__all__` of tokensift (and of tokensift.eval and tokensift.viz) are
+    the public API; every Python example in the README and docs/ keeps to them (issue 23: docs/tso.md and
+    docs/eval.md imported about 20 internals). The names must exist, too."""
+    import ast
+    import importlib
+
+    root = Path(__file__).resolve().parents[1]
+    problems = []
+    for page in [root / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        for code in re.findall(r"```python\n(.*?)```", page.read_text(), re.S):
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tokensift"):
+                    if node.module not in PUBLIC_MODULES:
+                        problems.append(f"{page.name}: from {node.module} import ... (internal module)")
+                        continue
+                    public = importlib.import_module(node.module).__all__
+                    problems += [f"{page.name}: {node.module}.{a.name} is not public" for a in node.names
+                                 if a.name not in public]
+                elif isinstance(node, ast.Import):
+                    problems += [f"{page.name}: import {a.name} (internal module)" for a in node.names
+                                 if a.name.startswith("tokensift") and a.name not in PUBLIC_MODULES]
+                elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                        node.value.id == "tokensift":
+                    import tokensift
+
+                    if node.attr not in tokensift.__all__:
+                        problems.append(f"{page.name}: tokensift.{node.attr} is not public")
+    assert not problems, "\n".join(problems)

@@ -28,7 +28,7 @@ _PUBLIC = {
     "SelectedPair": "tokensift.sepo.selected", "HtmlPage": "tokensift.api",
     # what the engine offers, declared once each
     "LOSSES": "tokensift.losses", "SELECTORS": "tokensift.selectors", "JUDGES": "tokensift.judges", "build_judge": "tokensift.judges",
-    "UserError": "tokensift.errors",
+    "UserError": "tokensift.errors", "load_config": "tokensift.config",
 }
 
 __all__ = ["__version__", *_PUBLIC]
