@@ -20,7 +20,10 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "2 steps, eval accuracy" in out and "refused: loss=sepo does not read beta" in out
     assert (tmp_path / "api-demo" / "sepo" / "policy" / "final" / "model.safetensors").exists()
-    assert "key tokens of the first pair:" in out
+    assert "key tokens of the first pair: [" in out and "heatmap: runs/show-" in out
+    lora_run = re.search(r"LoRA run in (runs/train-\d{8}-\d{6}-[0-9a-f]{4})\n", out)
+    assert lora_run and (tmp_path / lora_run.group(1) / "final" / "adapter" / "adapter_config.json").exists()
+    assert "after LoRA, held-out DPO reward accuracy" in out
 
 
 def test_relative_links_in_the_docs_point_at_files_that_exist():

@@ -14,15 +14,32 @@ field) and/or keyword settings that override it, plus the data as a path, a list
 
 Settings are checked exactly as on the command line (unknown keys, wrong types, values out of range, settings the
 chosen loss does not read), before any model is loaded.
+
+What differs from the command line, because Python holds objects and runs many calls in one process:
+- models: `model=` / `ref_model=` take a name or path or a loaded transformers (or peft) model, `processing_class=`
+  a tokenizer, `peft_config=` a peft LoraConfig (given.py); the config records the objects' names.
+- folders: a call whose output folder is not set (neither as a keyword nor in the config object, where the
+  field's default counts as not set) writes to a fresh folder `runs/<stage>-<YYYYmmdd-HHMMSS>-<4 hex>`, so two
+  calls never share one; to write into a fixed folder (and resume there), pass `output_dir=...`.
+- progress=False silences every progress bar of the call, the libraries' own (model loading) included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import secrets
+import time
+from pathlib import Path
 
 from tokensift.config import build
 from tokensift.data.io import as_source
 from tokensift.errors import UserError
+from tokensift.given import given_objects, tokenizer_argument, unset
+
+RUNS = Path("runs")  # where fresh output folders go (relative to the working directory)
+SCORES_TYPES = "a folder of token scores (a path), a ScoreResult, or the (ScoreResult, records) pair score_tokens returns"
 
 
 def configure(cls, config=None, **settings):
@@ -39,89 +56,229 @@ def _with_data(settings: dict, key: str, value, name: str) -> dict:
     return settings
 
 
-def train_model(config=None, *, train_dataset=None, eval_dataset=None, processing_class=None, **settings):
+# ---------------------------------------------------------------------------------------------- output folders
+def fresh_folder(stage: str, root: Path = RUNS) -> Path:
+    """A new, empty folder `root/<stage>-<YYYYmmdd-HHMMSS>-<4 hex>`: created here (mkdir without exist_ok), so two
+    calls, even in two processes at the same second, never get the same one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for _ in range(256):
+        folder = root / f"{stage}-{stamp}-{secrets.token_hex(2)}"
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
+    raise UserError(f"no free folder name under {root} for {stage}-{stamp}; pass output_dir=")
+
+
+def _configure_run(cls, config, settings: dict, stage: str, field: str = "output_dir", file: str | None = None,
+                   check=None):
+    """configure() and `check(config)`, then a fresh output folder when the caller set none (see the module's
+    docstring)."""
+    fresh = unset(cls, config, settings, field)
+    built = configure(cls, config, **settings)
+    if check is not None:
+        check(built)
+    if fresh:
+        folder = fresh_folder(stage)
+        setattr(built, field, str(folder / file) if file else str(folder))
+        if getattr(built, "progress", True):
+            print(f"[tokensift] {stage}: writing to {folder}")
+    return built
+
+
+# ---------------------------------------------------------------------------------------------- progress bars
+@contextlib.contextmanager
+def progress_bars(enabled: bool):
+    """With enabled=False, transformers', huggingface_hub's and datasets' progress bars (weight loading, downloads,
+    dataset preparation) are off for the block; each library's own setting is restored afterwards. tokensift's own
+    bars follow the configs' `progress`."""
+    if enabled:
+        yield
+        return
+    import importlib
+    import importlib.util
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    hub = importlib.import_module("huggingface_hub.utils.tqdm")
+    hub_states = dict(hub.progress_bar_states)
+    transformers_on = transformers_logging.is_progress_bar_enabled()
+    datasets_bars = None
+    if importlib.util.find_spec("datasets") is not None:  # a dataset folder or hub id loads through it
+        datasets_bars = importlib.import_module("datasets.utils.tqdm")
+        datasets_on = not datasets_bars.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an environment variable that forces bars on wins (with a warning)
+        transformers_logging.disable_progress_bar()  # transformers' and huggingface_hub's
+        if datasets_bars is not None:
+            datasets_bars.disable_progress_bars()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if transformers_on:
+                transformers_logging.enable_progress_bar()
+            hub.progress_bar_states.clear()
+            hub.progress_bar_states.update(hub_states)
+            if datasets_bars is not None and datasets_on:
+                datasets_bars.enable_progress_bars()
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def train_model(config=None, *, train_dataset=None, eval_dataset=None, processing_class=None, model=None,
+                ref_model=None, peft_config=None, **settings):
     """Train with any loss (`TrainConfig`); returns a TrainResult (metrics, the final model's folder).
 
     train_dataset / eval_dataset: preference data (path, list of dicts, datasets.Dataset), else `config.data`.
-    processing_class: the policy's tokenizer object (default: loaded from `model`).
-    With a token selector (`selector`, or loss="sepo", which trains on the oracle's key tokens from `scores`) the
-    pairs and selection are built by train/run.selected_train_data.
+    model: a name or path, or a loaded transformers model (or peft model): trained in place, never re-loaded;
+    afterwards it holds the trained weights (adapters merged into it, as in final/). The run card records its
+    name_or_path, class and a sha256 of its starting weights.
+    ref_model: the reference, a name or path or a model object (default: the policy's start). Reference-based
+    losses run it once, no-grad, into the reference cache (keyed by its weights' sha256 when it is an object);
+    a live-reference loss (tdpo) keeps it frozen beside the policy.
+    processing_class: the policy's tokenizer, an object or a name (default: loaded from `model`; an in-memory
+    model without a name_or_path needs it).
+    peft_config: a peft LoraConfig: train these adapters, as given, instead of the lora_* settings (lora=true with
+    other lora_* values is refused).
+    output_dir unset (as a keyword, or left at its default "runs/train" in a config object): a fresh folder
+    runs/train-<time>-<hex> (TrainResult.output_dir). With a token selector (`selector`, or loss="sepo", which
+    trains on the oracle's key tokens from `scores`) the pairs and selection are built by
+    train/run.selected_train_data.
     """
     from tokensift.train.config import TrainConfig
     from tokensift.train.run import train_run
 
     _with_data(settings, "data", train_dataset, "train_dataset")
     _with_data(settings, "eval_data", eval_dataset, "eval_dataset")
-    return train_run(configure(TrainConfig, config, **settings), processing_class)
+    given = given_objects(TrainConfig, config, settings, model, ref_model, peft_config)
+    config = _configure_run(TrainConfig, config, settings, "train", check=given.check_call(processing_class))
+    with progress_bars(config.progress):
+        return train_run(config, tokenizer_argument(processing_class), given)
 
 
 def sweep(config=None, **settings):
     """Train every combination of `grid` over the `base` TrainConfig (`SweepConfig`), e.g. k, sepo_gamma and
-    selector on stored scores; returns the table's rows (one dict per run) and writes sweep.md/csv/json."""
+    selector on stored scores; returns the table's rows (one dict per run) and writes sweep.md/csv/json.
+    output_dir unset: a fresh folder runs/sweep-<time>-<hex>."""
     from tokensift.sweep import SweepConfig, run_sweep
 
-    return run_sweep(configure(SweepConfig, config, **settings))
+    config = _configure_run(SweepConfig, config, settings, "sweep")
+    with progress_bars(any(run.progress for _, _, run in config.runs())):
+        return run_sweep(config)
 
 
-def train_oracle(config=None, *, train_dataset=None, **settings):
-    """SePO's oracle: DPO from the reference on a random fraction of the data (`OracleConfig`); a TrainResult."""
+def train_oracle(config=None, *, train_dataset=None, processing_class=None, model=None, peft_config=None,
+                 **settings):
+    """SePO's oracle: DPO from the reference on a random fraction of the data (`OracleConfig`); a TrainResult.
+    model / processing_class / peft_config: as in train_model (the oracle's reference is its own start).
+    output_dir unset: a fresh folder runs/oracle-<time>-<hex>."""
     from tokensift.sepo.config import OracleConfig
     from tokensift.sepo.oracle import train_oracle as run
 
-    return run(configure(OracleConfig, config, **_with_data(settings, "data", train_dataset, "train_dataset")))
+    _with_data(settings, "data", train_dataset, "train_dataset")
+    given = given_objects(OracleConfig, config, settings, model, None, peft_config)
+    config = _configure_run(OracleConfig, config, settings, "oracle", check=given.check_call(processing_class))
+    with progress_bars(config.progress):
+        return run(config, tokenizer_argument(processing_class), given)
 
 
 def score_tokens(config=None, *, dataset=None, **settings):
     """Score every response token with the oracle's implicit reward (`ScoreConfig`); returns (ScoreResult,
-    records), records: row -> {prompt_ids, chosen_ids, rejected_ids, chosen_scores, rejected_scores}."""
+    records), records: row -> {prompt_ids, chosen_ids, rejected_ids, chosen_scores, rejected_scores}.
+    output_dir unset: a fresh folder runs/scores-<time>-<hex> (ScoreResult.output_dir)."""
     from tokensift.scores import load_scores
     from tokensift.sepo.config import ScoreConfig
     from tokensift.sepo.score import score_tokens as run
 
-    result = run(configure(ScoreConfig, config, **_with_data(settings, "data", dataset, "dataset")))
+    config = _configure_run(ScoreConfig, config, _with_data(settings, "data", dataset, "dataset"), "scores")
+    with progress_bars(config.progress):
+        result = run(config)
     return result, load_scores(result.output_dir)[1]
 
 
-def select_tokens(scores: str, *, limit: int | None = None, eval_fraction: float = 0.0, seed: int = 0, **selection):
-    """The token selection training would make from stored scores, fitted on the same training rows:
-    row -> (chosen mask, rejected mask) as boolean arrays. `selection`: SelectionArgs settings (k_chosen ...)."""
-    from tokensift.scores import load_scores
+def _scores(scores, argument: str = "scores"):
+    """(folder, records or None) of what select_tokens and show_scores take."""
+    from tokensift.sepo.score import ScoreResult
+
+    records = None
+    if isinstance(scores, tuple) and len(scores) == 2 and isinstance(scores[0], ScoreResult):
+        scores, records = scores
+        if not isinstance(records, dict):
+            raise UserError(f"{argument}= takes {SCORES_TYPES}; got a pair whose second item is a "
+                            f"{type(records).__name__}")
+    if isinstance(scores, ScoreResult):
+        return str(scores.output_dir), records
+    if isinstance(scores, (str, os.PathLike)):
+        return os.fspath(scores), None
+    raise UserError(f"{argument}= takes {SCORES_TYPES}; got {type(scores).__name__}")
+
+
+def select_tokens(scores, *, limit: int | None = None, eval_fraction: float = 0.0, seed: int = 0,
+                  processing_class=None, **selection):
+    """The token selection training would make from stored scores, fitted on the same training rows.
+
+    scores: a folder of token scores, a ScoreResult, or the (ScoreResult, records) pair score_tokens returns.
+    selection: SelectionArgs settings (k_chosen ...). Returns row -> SelectedPair: the (chosen mask, rejected
+    mask) tuple of boolean arrays, with `.chosen` / `.rejected` carrying ids, scores, mask, `tokens` (each token's
+    text), `text` (the selected tokens decoded) and `selected_tokens()`. Text is decoded with processing_class
+    (a tokenizer or name), default the oracle's tokenizer, loaded once on first use.
+    """
+    from tokensift.scores import load_scores, scores_meta
     from tokensift.selection import SelectionArgs
-    from tokensift.train.run import training_rows
+    from tokensift.sepo.selected import TokenText, selections
 
     args = configure(SelectionArgs, None, **selection)
     args.validate_selection()
-    _, records = load_scores(scores)
-    fit, _ = training_rows(records, limit, eval_fraction, seed)
-    fitted = args.fitted_selection([records[r]["chosen_scores"] for r in fit],
-                                   [records[r]["rejected_scores"] for r in fit])
-    return {row: (fitted.chosen(rec["chosen_scores"]), fitted.rejected(rec["rejected_scores"]))
-            for row, rec in records.items()}
+    folder, records = _scores(scores)
+    if records is None:
+        meta, records = load_scores(folder)
+    else:
+        meta = scores_meta(folder)
+    decoder = TokenText(meta.get("oracle_model"), tokenizer_argument(processing_class))
+    return selections(records, args, limit, eval_fraction, seed, decoder)
 
 
 def run_sepo(config=None, *, dataset=None, **settings) -> dict:
-    """The SePO pipeline (`SePOConfig`): reference SFT (optional) -> oracle -> scores -> policy; its report."""
+    """The SePO pipeline (`SePOConfig`): reference SFT (optional) -> oracle -> scores -> policy; its report.
+    output_dir unset: a fresh folder runs/sepo-<time>-<hex> (a rerun resumes only in a folder it names)."""
     from tokensift.sepo.pipeline import SePOConfig, run_pipeline
 
-    return run_pipeline(configure(SePOConfig, config, **_with_data(settings, "data", dataset, "dataset")))
+    config = _configure_run(SePOConfig, config, _with_data(settings, "data", dataset, "dataset"), "sepo")
+    with progress_bars(any(stage.progress for stage in config.stages().values())):
+        return run_pipeline(config)
 
 
 def run_tso(config=None, *, judge=None, **settings) -> dict:
     """TSO (`TSOConfig`): model matrix, judged and corrected pairs, iterative dual-clip DPO; its report.
-    judge: a Judge object to use instead of the config's `judge` mapping."""
+    judge: a Judge object to use instead of the config's `judge` mapping. output_dir unset: a fresh folder
+    runs/tso-<time>-<hex>."""
     from tokensift.tso.config import TSOConfig
     from tokensift.tso.loop import run_tso as run
 
-    return run(configure(TSOConfig, config, **settings), judge)
+    config = _configure_run(TSOConfig, config, settings, "tso")
+    with progress_bars(config.progress):
+        return run(config, judge)
 
 
-def evaluate_pairs(config=None, *, dataset=None, **settings) -> dict:
-    """Preference accuracy and margins on pairs (`PairsEvalConfig`); the results dict `eval pairs` writes."""
+def evaluate_pairs(config=None, *, dataset=None, processing_class=None, model=None, ref_model=None,
+                   **settings) -> dict:
+    """Preference accuracy and margins on pairs (`PairsEvalConfig`); the results dict `eval pairs` writes.
+    model / ref_model (or reference) / processing_class: names or paths, or objects as in train_model (moved to
+    the device and put in eval mode, not re-loaded)."""
     from tokensift.eval.config import PairsEvalConfig
     from tokensift.eval.preference import evaluate_preferences
 
-    return evaluate_preferences(configure(PairsEvalConfig, config,
-                                          **_with_data(settings, "data", dataset, "dataset")))
+    _with_data(settings, "data", dataset, "dataset")
+    given = given_objects(PairsEvalConfig, config, settings, model, ref_model)
+    given.check_tokenizer(processing_class)
+    config = configure(PairsEvalConfig, config, **settings)
+    with progress_bars(config.progress):
+        return evaluate_preferences(config, tokenizer_argument(processing_class), given)
 
 
 def evaluate_generation(config=None, **settings) -> dict:
@@ -129,12 +286,39 @@ def evaluate_generation(config=None, **settings) -> dict:
     from tokensift.eval.config import GenerateEvalConfig
     from tokensift.eval.generation import evaluate_generation as run
 
-    return run(configure(GenerateEvalConfig, config, **settings))
+    config = configure(GenerateEvalConfig, config, **settings)
+    with progress_bars(config.progress):
+        return run(config)
 
 
-def show_scores(config=None, **settings):
-    """The HTML token heatmap of stored scores (`ShowConfig`); the page's path."""
+# ---------------------------------------------------------------------------------------------- the heatmap
+class HtmlPage(type(Path())):
+    """The path of an HTML page the API wrote: a pathlib.Path (str(), open(), os.fspath and .exists() work as on
+    any path), which a notebook shows inline (`_repr_html_`: the page in a sandboxed iframe)."""
+
+    height = 640
+
+    @property
+    def path(self) -> Path:
+        return Path(self)
+
+    def _repr_html_(self) -> str:
+        from tokensift.viz.heatmap import notebook_html
+
+        return notebook_html(self.read_text(encoding="utf-8"), self.height)
+
+
+def show_scores(config=None, *, scores=None, **settings):
+    """The HTML token heatmap of stored scores (`ShowConfig`); an HtmlPage: the page's path, shown inline by a
+    notebook. scores: a folder of token scores, a ScoreResult or the (ScoreResult, records) pair score_tokens
+    returns. output unset (as a keyword, or left at its default in a config object): a fresh folder
+    runs/show-<time>-<hex>/token-scores.html."""
     from tokensift.sepo.show import ShowConfig
     from tokensift.sepo.show import show_scores as run
 
-    return run(configure(ShowConfig, config, **settings))
+    if scores is None and config is not None and not isinstance(config.scores, str):
+        scores = config.scores
+    if scores is not None:
+        settings["scores"] = _scores(scores)[0]
+    config = _configure_run(ShowConfig, config, settings, "show", field="output", file="token-scores.html")
+    return HtmlPage(run(config))

@@ -21,7 +21,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # ---------------------------------------------------------------------------------------------------- stages
 def run_train(args, forced_loss: str | None = None) -> int:
-    from tokensift.api import train_model
+    from tokensift.train.run import train_run
     from tokensift.train.config import TrainConfig
 
     config = config_from_args(TrainConfig, args)
@@ -36,7 +36,7 @@ def run_train(args, forced_loss: str | None = None) -> int:
         if config.active_selector != "none":
             from tokensift.train.run import selected_train_data as data
         return print_plan(plan_training(config, data, args.command))
-    print_result(train_model(config))
+    print_result(train_run(config))  # not api.train_model: the command line keeps its default output_dir
     return 0
 
 

@@ -224,13 +224,15 @@ def load_model(
     zero3_partition: bool = False,
     attn_implementation: str | None = None,
     qlora: bool = False,
+    peft_config=None,
 ):
     """A causal LM ready to train or score; dropout off so training and scoring are deterministic.
 
     Under DeepSpeed ZeRO-3 only the model a DeepSpeed engine trains is loaded partitioned (`zero3_partition`);
     every other model loads whole (see `distributed.unpartitioned_loading`). attn_implementation: transformers'
     (sdpa, eager, flex_attention, flash_attention_2 ...); None: the model's default. qlora: the base in 4-bit
-    (bitsandbytes) on `device`, prepared for k-bit training, with `lora` adapters on top.
+    (bitsandbytes) on `device`, prepared for k-bit training, with `lora` adapters on top. peft_config: a peft
+    LoraConfig to wrap the model with, as given (instead of `lora`).
     """
     quiet_deepspeed()
     from transformers import AutoModelForCausalLM
@@ -250,7 +252,17 @@ def load_model(
     except Exception as exc:  # e.g. a truncated safetensors file, a config.json that is not JSON
         _refuse_remote_code(name_or_path, exc)
         raise UserError(f"could not load model '{name_or_path}': {_describe(exc)}") from None
-    disable_dropout(model)
+    return prepare_model(model, gradient_checkpointing=gradient_checkpointing, lora=lora, device=device, qlora=qlora,
+                         peft_config=peft_config)
+
+
+def prepare_model(model, gradient_checkpointing: bool = False, lora: LoraSettings | None = None,
+                  device: str | torch.device | None = None, qlora: bool = False, peft_config=None,
+                  keep_dropout: str | None = None):
+    """A loaded model (from `load_model`, or an object handed over in Python) made ready to train or score, in
+    place: dropout off (except modules named `keep_dropout`, e.g. a peft model's own lora_dropout), on `device`,
+    gradient checkpointing, and `lora` or `peft_config` adapters on top."""
+    disable_dropout(model, keep=keep_dropout)
     if device is not None and not qlora:
         model.to(device)
     if qlora:
@@ -264,29 +276,44 @@ def load_model(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
+        if hasattr(model, "peft_config"):  # a peft model handed over: its frozen base must pass gradients on
+            model.enable_input_require_grads()
     if lora is not None:
         model = apply_lora(model, lora, gradient_checkpointing)
+    elif peft_config is not None:
+        model = apply_peft_config(model, peft_config, gradient_checkpointing)
     return model
 
 
 def apply_lora(model, lora: LoraSettings, gradient_checkpointing: bool = False):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules),
         task_type="CAUSAL_LM",
     )
+    try:
+        return apply_peft_config(model, config, gradient_checkpointing)
+    except UserError as exc:
+        raise UserError(f"lora_targets {','.join(lora.target_modules)}: {exc}") from None
+
+
+def apply_peft_config(model, config, gradient_checkpointing: bool = False):
+    """The model wrapped with peft adapters as `config` (a peft LoraConfig) says; only the adapters train."""
+    from peft import get_peft_model
+
     if gradient_checkpointing:
         model.enable_input_require_grads()
     try:
         return get_peft_model(model, config)
     except ValueError as exc:  # peft: no module matches target_modules
-        raise UserError(f"lora_targets {','.join(lora.target_modules)}: {exc}") from None
+        raise UserError(str(exc)) from None
 
 
-def disable_dropout(model: torch.nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
+def disable_dropout(model: torch.nn.Module, keep: str | None = None) -> None:
+    """Dropout off in every module (except those whose name contains `keep`) and in the model's config."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout) and not (keep and keep in name):
             module.p = 0.0
     for key in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
         if isinstance(getattr(model.config, key, None), float):

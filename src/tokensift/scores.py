@@ -36,15 +36,20 @@ from tokensift.shards import ShardStore
 COLUMNS = ("row", "prompt_ids", "chosen_ids", "rejected_ids", "chosen_scores", "rejected_scores")
 
 
-def load_scores(folder: str | Path) -> tuple[dict, dict[int, dict]]:
-    """(meta, row -> record) of a finished scoring run, with numpy arrays."""
-    store = ShardStore(folder)
-    meta = store.read_meta()
+def scores_meta(folder: str | Path) -> dict:
+    """The meta.json of a finished scoring run (its inputs, the oracle and reference names, counts)."""
+    meta = ShardStore(folder).read_meta()
     if not meta:
         raise UserError(f"{folder} holds no token scores (no meta.json); run `tokensift score` first")
     if not meta.get("complete"):
         raise UserError(f"the scoring run in {folder} did not finish; rerun `tokensift score` to complete it")
-    table = store.read(list(COLUMNS))
+    return meta
+
+
+def load_scores(folder: str | Path) -> tuple[dict, dict[int, dict]]:
+    """(meta, row -> record) of a finished scoring run, with numpy arrays."""
+    meta = scores_meta(folder)
+    table = ShardStore(folder).read(list(COLUMNS))
     records = {}
     for batch in table.to_batches():
         cols = {c: batch.column(c).to_pylist() for c in COLUMNS}

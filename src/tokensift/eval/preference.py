@@ -115,22 +115,30 @@ def select_pairs(config: PairsEvalConfig, tokenizer) -> tuple[list[TokenizedPair
     return pairs, info
 
 
-def evaluate_preferences(config: PairsEvalConfig) -> dict:
-    """Load the pairs and models, score every pair, and return the results (see report.write_results)."""
+def evaluate_preferences(config: PairsEvalConfig, tokenizer=None, given=None) -> dict:
+    """Load the pairs and models, score every pair, and return the results (see report.write_results).
+    tokenizer, given: the policy's tokenizer and model objects handed over in Python (tokensift.given.Given),
+    used instead of loading `config.model` / `config.reference`."""
     device = resolve_device(config.device)
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    if config.reference:
+    tokenizer = tokenizer or load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    if given is not None and given.ref_model is not None:
+        given.check_reference_vocabulary(tokenizer)
+    elif config.reference:
         check_same_tokenizer(tokenizer, config.reference, "reference", config)
     pairs, data = select_pairs(config, tokenizer)
     bar = "policy log-probs" if config.progress else None
-    model = load_eval_model(config.model, config, device)
+    model = given_eval_model(given, "model", device)
+    if model is None:
+        model = load_eval_model(config.model, config, device)
     policy = score_pairs(model, pairs, config.batch_size, tokenizer.pad_token_id, device, bar, config.share_prompt,
                          config.packing)
     del model
     free_memory()
     reference = None
     if config.reference:
-        model = load_eval_model(config.reference, config, device)
+        model = given_eval_model(given, "ref_model", device)
+        if model is None:
+            model = load_eval_model(config.reference, config, device)
         bar = "reference log-probs" if config.progress else None
         reference = score_pairs(model, pairs, config.batch_size, tokenizer.pad_token_id, device, bar, config.share_prompt,
                          config.packing)
@@ -151,6 +159,12 @@ def evaluate_preferences(config: PairsEvalConfig) -> dict:
     if config.save_items:
         result["items"] = pair_items(pairs, policy, reference, margins)
     return result
+
+
+def given_eval_model(given, role: str, device):
+    """A model object handed over in Python (`given.model` / `given.ref_model`) on `device` in eval mode, or None."""
+    model = getattr(given, role, None) if given is not None else None
+    return None if model is None else model.to(device).eval()
 
 
 def pair_items(pairs, policy: PairLogps, reference: PairLogps | None, margins: dict[str, np.ndarray]) -> list[dict]:

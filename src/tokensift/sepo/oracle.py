@@ -34,7 +34,8 @@ def oracle_data(config: OracleConfig, tokenizer) -> TrainData:
     return data
 
 
-def train_oracle(config: OracleConfig) -> TrainResult:
-    if config.reference not in (None, config.model):
+def train_oracle(config: OracleConfig, tokenizer=None, given=None) -> TrainResult:
+    """tokenizer, given: a tokenizer and model objects handed over in Python (tokensift.given.Given)."""
+    if config.reference not in (None, config.model) or (given is not None and given.ref_model is not None):
         raise UserError("the oracle starts from its reference: leave reference unset (it is the oracle's model)")
-    return train(config, oracle_data)
+    return train(config, oracle_data, tokenizer, given)

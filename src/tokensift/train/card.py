@@ -189,7 +189,8 @@ def data_source(config, data) -> str:
 def training_card(config, data, steps: int, train_metrics: dict, eval_metrics: dict | None, versions: dict,
                   stop_ids: list[int]) -> str:
     """The card of a Trainer's final/ folder."""
-    origin = model_origin(config.model)
+    objects = data.extra_meta.get("model_objects") or {}
+    origin = object_origin(objects["model"]) if "model" in objects else model_origin(config.model)
     source = data_source(config, data)
     datasets = [source] if is_hub_id(source) else []
     tags = [config.loss, "preference-optimization"] + (["lora"] if config.lora else [])
@@ -210,6 +211,18 @@ def training_card(config, data, steps: int, train_metrics: dict, eval_metrics: d
                  ("Reproduce", reproduce(config, versions))]
     title = config.hub_model_id or Path(config.output_dir).name or "model"
     return render(metadata(origin, tags, datasets), title, sections)
+
+
+def object_origin(info: dict) -> dict:
+    """model_origin of a model handed over as a Python object (given.describe): its name_or_path's base model and
+    license when it names one, and the object's class and weights fingerprint (its weights may differ from what
+    the name holds)."""
+    name = info.get("name_or_path") or ""
+    origin = model_origin(name) if name else {"base_model": None, "license": None}
+    shown = f", name_or_path `{name}`" if name else ""
+    label = (f"a model object handed over in Python ({info.get('class')}{shown}, weights sha256 "
+             f"{str(info.get('weights_sha256'))[:16]})")
+    return {**origin, "label": label}
 
 
 def usage(stop_ids: list[int], lora: bool) -> str:

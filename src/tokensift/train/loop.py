@@ -38,7 +38,8 @@ from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
 from tokensift.train.outputs import save_final
 from tokensift.train.recompute import enable_selective_recompute
-from tokensift.train.run_folder import finished_result, folder_state, record_start, remove_run
+from tokensift.train.run_folder import (check_model_objects, finished_result, folder_state, record_start,
+                                        remove_run)
 from tokensift.train.ref_cache import ReferenceLogpCache
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ class TrainResult:
     eval_metrics: dict | None
 
 
-def check_reference_tokenizer(config: TrainConfig, tokenizer) -> None:
+def check_reference_tokenizer(config: TrainConfig, tokenizer, given=None) -> None:
     """A reference scores the policy's token ids: it must read them as the same text."""
+    if given is not None and given.ref_model is not None:  # an object: no tokenizer to load by its name
+        given.check_reference_vocabulary(tokenizer)
+        return
     if not config.needs_reference or config.reference in (None, config.model):
         return
     if not same_tokenizer(tokenizer, load_tokenizer(config.reference, config.trust_remote_code)):
@@ -95,11 +99,13 @@ def reference_meta(config, part, tokenizer, ref_fp: str) -> dict:
             "max_length": config.max_length, "max_prompt_length": config.max_prompt_length, "dtype": config.dtype}
 
 
-def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_model, per_token: bool = False):
+def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_model, per_token: bool = False,
+                    given=None):
     """Cached reference log-prob sums for every train and eval pair (and, with `per_token`, the per-token arrays a
-    token selection sums over); computed once, with one model loaded. Returns (sums, per-token or None)."""
+    token selection sums over); computed once, with one model loaded. Returns (sums, per-token or None).
+    given: model objects handed over in Python (given.py): a reference object runs the pass, keyed by its weights."""
     reference = config.reference or config.model
-    ref_fp = model_fingerprint(reference)
+    ref_fp = (given and given.reference_fingerprint(config)) or model_fingerprint(reference)
     sums, tokens = {}, ({} if per_token else None)
     for part in (data.train, data.eval):
         if part is None or not part.pairs:
@@ -116,6 +122,8 @@ def reference_logps(config, data: TrainData, tokenizer, accelerator, policy_mode
             # Under ZeRO-3 the policy's weights are partitioned: the reference pass loads a whole copy instead.
             same = config.reference in (None, config.model) and ds_setup.zero_stage(accelerator) != 3
             model = policy_model if same else None
+            if given is not None and given.ref_model is not None:
+                model = given.reference(accelerator.device)
             if model is None:
                 model = load_model(reference, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
                                    device=accelerator.device, attn_implementation=config.attn_implementation)
@@ -151,15 +159,21 @@ def fused_adamw(params, accelerator) -> bool:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None):
+    def __init__(self, config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None):
         """data: what to train on (TrainData), or a function (config, tokenizer) -> TrainData that builds it, e.g.
         a method's stage that adds token selections; default: the pairs of `config.data` (train/data.py).
-        tokenizer: the policy's tokenizer object (default: loaded from `config.model`)."""
+        tokenizer: the policy's tokenizer object (default: loaded from `config.model`).
+        given: model objects handed over in Python (tokensift.given.Given), used instead of loading
+        `config.model` / `config.reference` (the config holds their names, for the run card)."""
+        from tokensift.given import Given
+
+        given = given or Given()
         self.config = config
         self.spec = config.loss_spec
         self.accelerator = make_accelerator(config)
         ds_setup.configure(self.accelerator, config)  # DeepSpeed's batch/clip values from ours, before any work
         self.output_dir = Path(config.output_dir)
+        check_model_objects(config, given.start_fingerprints())  # a run there from other model objects: refused
         if folder_state(config, clear=False) == "done":  # train() returns a finished run instead of building this
             raise UserError(f"{self.output_dir} holds a finished run with these settings; overwrite=true trains again")
         if config.overwrite and self.accelerator.is_main_process:
@@ -169,7 +183,7 @@ class Trainer:
         check_hub(config)  # push_to_hub: token, network, id and write access now, not after training
         torch.manual_seed(config.seed)
         self.tokenizer = tokenizer or load_tokenizer(config.model, config.trust_remote_code)
-        check_reference_tokenizer(config, self.tokenizer)
+        check_reference_tokenizer(config, self.tokenizer, given)
         if data is None:
             data = load_training_data
         self.data = data(config, self.tokenizer) if callable(data) else data
@@ -177,13 +191,17 @@ class Trainer:
             raise UserError(f"loss={config.loss} trains on a token selection, and the data brings none; "
                             "train it through its stage (e.g. `tokensift train loss=sepo scores=DIR`)")
         lora = None
-        if config.lora:
+        if config.lora and not given.brings_adapters:  # else lora_* mirror the given adapters, for the card
             lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
                                 [t.strip() for t in config.lora_targets.split(",") if t.strip()])
-        self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                gradient_checkpointing=config.gradient_checkpointing, lora=lora,
-                                device=self.accelerator.device, zero3_partition=True,
-                                attn_implementation=config.attn_implementation, qlora=config.qlora)
+        self.model = given.policy(config, lora, self.accelerator.device)
+        if self.model is None:
+            self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                                    gradient_checkpointing=config.gradient_checkpointing, lora=lora,
+                                    device=self.accelerator.device, zero3_partition=True,
+                                    attn_implementation=config.attn_implementation, qlora=config.qlora,
+                                    peft_config=given.peft_config)
+        given.record(config, self.data.extra_meta)  # model objects and peft-chosen adapters, for the run card
         self.deepspeed = ds_setup.is_deepspeed(self.accelerator)
         if config.keep_freed_memory and self.accelerator.device.type == "cpu":
             keep_freed_memory()
@@ -194,15 +212,18 @@ class Trainer:
         self.ref_model = None
         self.ref_sums = self.ref_tokens = None
         if self.spec.reference == "live":
-            self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
-                                        trust_remote_code=config.trust_remote_code, device=self.accelerator.device,
-                                        attn_implementation=config.attn_implementation)
+            self.ref_model = given.reference(self.accelerator.device)
+            if self.ref_model is None:
+                self.ref_model = load_model(config.reference or config.model, dtype=config.dtype,
+                                            trust_remote_code=config.trust_remote_code,
+                                            device=self.accelerator.device,
+                                            attn_implementation=config.attn_implementation)
             self.ref_model.requires_grad_(False).eval()
         if config.needs_reference and self.spec.reference == "cached" or self.data.reference_tokens:
             # a token selection sums the reference over its own tokens: it needs them per token
             per_token = self.data.select is not None or self.data.reference_tokens
             self.ref_sums, self.ref_tokens = reference_logps(config, self.data, self.tokenizer, self.accelerator,
-                                                             self.model, per_token)
+                                                             self.model, per_token, given)
         self.pack = config.share_prompt  # logprobs.token_logps runs unpacked where a model cannot pack
         self.row_tokens = packed_row_tokens(config.packing, self.model)
         self.attention_scale = packed_attention_scale(config.packing, self.model)
@@ -362,7 +383,7 @@ class Trainer:
         cfg, acc = self.config, self.accelerator
         start, state = self.resume()
         if acc.is_main_process:
-            record_start(cfg)
+            record_start(cfg, self.data.extra_meta.get("model_objects"))
         total = self.schedule.total_steps
         skipped = state.get("skipped_steps", 0)
         if cfg.trackers:
@@ -437,11 +458,15 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def train(config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None) -> TrainResult:
+def train(config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None) -> TrainResult:
     """Train, or return the finished run in output_dir when it was trained with these settings (nothing is loaded);
-    a run there with other settings is refused, naming them (train/run_folder.py)."""
+    a run there with other settings, or from other model objects (given), is refused, naming them
+    (train/run_folder.py)."""
+    from tokensift.given import Given
+
+    check_model_objects(config, (given or Given()).start_fingerprints())
     if folder_state(config, clear=False) == "done":
         print(f"{Path(config.output_dir) / 'final'}: finished already with these settings; kept "
               "(overwrite=true trains again)")
         return finished_result(config)
-    return Trainer(config, data, tokenizer).run()
+    return Trainer(config, data, tokenizer, given).run()

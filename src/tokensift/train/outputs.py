@@ -103,6 +103,7 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
             model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         stop_ids = write_generation_config(tmp, tokenizer)
+        extra = {k: v for k, v in data.extra_meta.items() if k != "model_objects"}
         card = {
             "kind": "tokensift training run",
             "loss": config.loss,
@@ -111,11 +112,13 @@ def save_final(folder: Path, model, tokenizer, config, data, steps: int, train_m
             "config": dataclasses.asdict(config),
             "data": {"train": data.train.source, "train_fingerprint": data.train.fingerprint,
                      "train_pairs": len(data.train.pairs), "notes": data.train.notes,
-                     "eval_pairs": len(data.eval.pairs) if data.eval else 0, **data.extra_meta},
+                     "eval_pairs": len(data.eval.pairs) if data.eval else 0, **extra},
             "final_train_metrics": train_metrics,
             "final_eval_metrics": eval_metrics,
             "versions": versions(),
         }
+        if data.extra_meta.get("model_objects"):  # models handed over as Python objects (given.py)
+            card["model_objects"] = data.extra_meta["model_objects"]
         write_json_atomic(tmp / "run_card.json", card)
         (tmp / "README.md").write_text(training_card(config, data, steps, train_metrics, eval_metrics, card["versions"],
                                                      stop_ids), encoding="utf-8")

@@ -65,7 +65,8 @@ class ReferenceLogpCache:
 
     def fill(self, model, pairs: list[TokenizedPair], batch_size: int, pad_id: int, device, shard_pairs: int = 512,
              share_prompt: bool = True, packing: str = "auto", progress: bool = True):
-        """Compute this process's share (by row) of `pairs`, the missing ones, and write them shard by shard."""
+        """Compute this process's share (by row) of `pairs`, the missing ones, and write them shard by shard
+        (with a progress bar on the main process when `progress`)."""
         todo = [p for p in pairs if p.row % self.world == self.rank]
         if not todo:
             return 0

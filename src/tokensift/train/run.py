@@ -19,14 +19,15 @@ from tokensift.train.config import TrainConfig
 from tokensift.train.data import PairSet, TrainData, load_training_data, split_eval
 
 
-def train_run(config: TrainConfig, tokenizer=None):
+def train_run(config: TrainConfig, tokenizer=None, given=None):
     """Train with any loss: on the configured selector's tokens when one is active (loss=sepo reads the oracle's
-    from `scores`), else on every response token. tokenizer: the policy's (default: loaded from `config.model`)."""
+    from `scores`), else on every response token. tokenizer: the policy's (default: loaded from `config.model`).
+    given: model objects handed over in Python (tokensift.given.Given)."""
     from tokensift.train.loop import train
 
     if config.active_selector != "none":
-        return train(config, selected_train_data, tokenizer)
-    return train(config, tokenizer=tokenizer)
+        return train(config, selected_train_data, tokenizer, given)
+    return train(config, tokenizer=tokenizer, given=given)
 
 
 def training_rows(rows, limit: int | None, eval_fraction: float, seed: int) -> tuple[list, list]:

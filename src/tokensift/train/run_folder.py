@@ -120,10 +120,42 @@ def training_done(config) -> bool:
     return folder_state(config) == "done"
 
 
-def record_start(config) -> None:
+def record_start(config, model_objects: dict | None = None) -> None:
     """Mark output_dir as this run's, right before its first step: a run that failed on a bad setting before that
-    leaves nothing that would refuse the corrected setting."""
-    write_json_atomic(Path(config.output_dir) / RECORD, {"config": as_json(dataclasses.asdict(config))})
+    leaves nothing that would refuse the corrected setting. model_objects: the model objects it started from
+    (given.py), as the run card records them."""
+    record = {"config": as_json(dataclasses.asdict(config))}
+    if model_objects:
+        record["model_objects"] = model_objects
+    write_json_atomic(Path(config.output_dir) / RECORD, record)
+
+
+def check_model_objects(config, current: dict) -> None:
+    """A model object handed over in Python (given.py) is named by its name_or_path in the settings, which two
+    different objects can share: a run in output_dir is this run only if it started from the same weights.
+    current: role ("model", "reference") -> sha256 of the objects' starting weights ({} when names are loaded).
+    A run there that started from other weights (or from names where this one has objects, or the reverse) is
+    refused, unless overwrite=true."""
+    folder = Path(config.output_dir)
+    if getattr(config, "overwrite", False) or not folder.is_dir():
+        return
+    for path in (folder / "final" / "run_card.json", folder / RECORD):
+        if path.is_file():
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8")).get("model_objects") or {}
+            except (OSError, ValueError):
+                return  # folder_state names the unreadable record
+            break
+    else:
+        return
+    before = {role: info.get("weights_sha256") for role, info in recorded.items() if not info.get("copy_of_model")}
+    if before != current:
+        def shown(fingerprints: dict) -> str:
+            return ", ".join(f"{role} {sha[:12]}" for role, sha in sorted(fingerprints.items())) or "names, no objects"
+
+        raise UserError(f"{folder} holds a run that started from other model objects ({shown(before)}; this run: "
+                        f"{shown(current)}); a model object is trained in place, so pass it as it was at that run's "
+                        "start to continue it, or pass overwrite=true, or choose another output_dir")
 
 
 def remove_run(folder: Path) -> None:
