@@ -38,8 +38,7 @@ from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
 from tokensift.train.outputs import save_final
 from tokensift.train.recompute import enable_selective_recompute
-from tokensift.train.run_folder import (check_model_objects, finished_result, folder_state, record_start,
-                                        remove_run)
+from tokensift.train.run_folder import check_model_objects, folder_state, record_start, remove_run
 from tokensift.train.ref_cache import ReferenceLogpCache
 
 log = logging.getLogger(__name__)
@@ -448,6 +447,16 @@ class Trainer:
                        train_metrics, eval_metrics, time.perf_counter() - started, state_dict=full_state)
         acc.wait_for_everyone()
         return TrainResult(self.output_dir, final, total, train_metrics, eval_metrics)
+
+
+def finished_result(config: TrainConfig) -> TrainResult:
+    """The TrainResult of the finished run in output_dir, read from its run card (nothing is loaded)."""
+    import json
+
+    folder = Path(config.output_dir)
+    card = json.loads((folder / "final" / "run_card.json").read_text(encoding="utf-8"))
+    return TrainResult(folder, folder / "final", card.get("steps", 0), card.get("final_train_metrics") or {},
+                       card.get("final_eval_metrics"))
 
 
 def make_scheduler(optimizer, config: TrainConfig, total_steps: int):

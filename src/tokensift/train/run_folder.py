@@ -169,13 +169,3 @@ def remove_run(folder: Path) -> None:
         (folder / name).unlink(missing_ok=True)
     for tmp in folder.glob(".tmp-*"):
         remove_dir(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-
-
-def finished_result(config):
-    """The TrainResult of the finished run in output_dir, read from its run card (nothing is loaded)."""
-    from tokensift.train.loop import TrainResult
-
-    folder = Path(config.output_dir)
-    card = json.loads((folder / "final" / "run_card.json").read_text(encoding="utf-8"))
-    return TrainResult(folder, folder / "final", card.get("steps", 0), card.get("final_train_metrics") or {},
-                       card.get("final_eval_metrics"))
