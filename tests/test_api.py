@@ -333,7 +333,11 @@ def test_progress_false_prints_no_bars(tmp_path, model_dir, capfd):
     from huggingface_hub.utils import are_progress_bars_disabled
     from transformers.utils import logging as transformers_logging
 
+    from huggingface_hub.utils import enable_progress_bars
+
     data = write_pairs(tmp_path / "pairs.jsonl", n=8)
+    transformers_logging.enable_progress_bar()  # as in a fresh notebook (an earlier test may have run the CLI,
+    enable_progress_bars()                      # whose main() turns the libraries' bars off for its process)
     capfd.readouterr()
     before = transformers_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
     result = tokensift.train_model(model=str(model_dir), train_dataset=str(data), output_dir=str(tmp_path / "run"),

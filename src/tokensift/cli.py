@@ -31,11 +31,9 @@ def run_train(args, forced_loss: str | None = None) -> int:
     if args.check:
         from tokensift.preflight import print_plan
         from tokensift.train.plan import plan_training
+        from tokensift.train.run import data_of
 
-        data = None
-        if config.active_selector != "none":
-            from tokensift.train.run import selected_train_data as data
-        return print_plan(plan_training(config, data, args.command))
+        return print_plan(plan_training(config, data_of(config), args.command))
     print_result(train_run(config))  # not api.train_model: the command line keeps its default output_dir
     return 0
 

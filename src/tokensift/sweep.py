@@ -198,10 +198,9 @@ def plan_sweep(config: SweepConfig):
     runs = config.runs()
     for i, (name, swept, run) in enumerate(runs):
         if i == 0:
-            data = None
-            if run.active_selector != "none":
-                from tokensift.train.run import selected_train_data as data
-            plan.extend(plan_training(run, data, name), prefix=f"{name}: ")
+            from tokensift.train.run import data_of
+
+            plan.extend(plan_training(run, data_of(run), name), prefix=f"{name}: ")
         else:
             plan.add(name, describe_folder(run)[1])
     plan.add("table", f"{Path(config.output_dir) / 'sweep.md'} (and .csv, .json), rewritten after each run")

@@ -25,9 +25,13 @@ def train_run(config: TrainConfig, tokenizer=None, given=None):
     given: model objects handed over in Python (tokensift.given.Given)."""
     from tokensift.train.loop import train
 
-    if config.active_selector != "none":
-        return train(config, selected_train_data, tokenizer, given)
-    return train(config, tokenizer=tokenizer, given=given)
+    return train(config, data_of(config), tokenizer, given)
+
+
+def data_of(config: TrainConfig):
+    """What a run of `config` trains on, as `train()` and the preflight take it: the selector's pairs and tokens
+    (selected_train_data) when a selector is active, else None (every response token of `data`)."""
+    return selected_train_data if config.active_selector != "none" else None
 
 
 def training_rows(rows, limit: int | None, eval_fraction: float, seed: int) -> tuple[list, list]:
