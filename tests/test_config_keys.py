@@ -100,3 +100,22 @@ def test_yaml_word_for_an_integer(tmp_path):
     path.write_text("data: x.jsonl\nbatch_size: eight\n")
     with pytest.raises(UserError, match="config key 'batch_size': cannot use 'eight': expected a whole number"):
         load_config(TrainConfig, str(path))
+
+
+def test_settings_of_a_stage_that_does_not_run_are_checked_and_said(caplog):
+    """`tokensift sepo sft.enabled=true` ran the pipeline without SFT and said nothing (found replaying the
+    newcomer's path)."""
+    from tokensift.sepo.pipeline import SePOConfig
+
+    with pytest.raises(UserError, match="unknown config key 'sft.enabled': the SFT stage is switched on by "
+                                        "sft_enabled=true"):
+        load_config(SePOConfig, overrides=["data=x.jsonl", "sft.enabled=true"])
+    with pytest.raises(UserError, match="config key 'sft.learning_rate': cannot use 'fast'"):
+        load_config(SePOConfig, overrides=["data=x.jsonl", "sft.learning_rate=fast"])  # checked although off
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        load_config(SePOConfig, overrides=["data=x.jsonl", "sft.learning_rate=1e-5"])
+    assert "sft.learning_rate is set, but sft_enabled=false: the SFT stage does not run" in caplog.text
+    assert load_config(SePOConfig, overrides=["data=x.jsonl", "sft_enabled=true", "sft.learning_rate=1e-5"]
+                       ).stages()["sft"].learning_rate == 1e-5

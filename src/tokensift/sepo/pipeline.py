@@ -58,7 +58,12 @@ class SePOConfig:
         self.data = as_source(self.data, "data")
         if not self.data:
             raise UserError("the SePO pipeline needs data=PATH")
+        if "enabled" in self.sft:
+            raise UserError("unknown config key 'sft.enabled': the SFT stage is switched on by sft_enabled=true")
         self.stages()  # builds and checks every stage's settings now, before any work
+        if self.sft and not self.sft_enabled:  # checked all the same (stages()), and said, not silently unused
+            log.warning("sft.%s is set, but sft_enabled=false: the SFT stage does not run (sft_enabled=true runs it)",
+                        ", sft.".join(self.sft))
 
     def folder(self, name: str) -> Path:
         return Path(self.output_dir) / name
@@ -81,9 +86,10 @@ class SePOConfig:
             return build(cls, {**values, "resume": True, "output_dir": str(self.folder(folders[name])), **overrides},
                          prefix=f"{name}.")
 
+        sft = stage("sft", TrainConfig, {**common, "model": reference, "loss": "sft"}, self.sft)  # checked even when off
         if self.sft_enabled:
-            out["sft"] = stage("sft", TrainConfig, {**common, "model": reference, "loss": "sft"}, self.sft)
-            reference = str(Path(out["sft"].output_dir) / "final")
+            out["sft"] = sft
+            reference = str(Path(sft.output_dir) / "final")
         out["oracle"] = stage("oracle", OracleConfig, {**common, "model": reference, "loss": "dpo", "fraction": 1.0},
                               self.oracle)
         scoring = {k: v for k, v in common.items() if k != "seed"}
