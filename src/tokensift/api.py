@@ -99,7 +99,7 @@ def progress_bars(enabled: bool):
         yield
         return
     import importlib
-    import importlib.util
+    import sys
     import warnings
 
     from transformers.utils import logging as transformers_logging
@@ -108,9 +108,12 @@ def progress_bars(enabled: bool):
     hub_states = dict(hub.progress_bar_states)
     transformers_on = transformers_logging.is_progress_bar_enabled()
     datasets_bars = None
-    if importlib.util.find_spec("datasets") is not None:  # a dataset folder or hub id loads through it
+    datasets_env = os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS")
+    if "datasets" in sys.modules:  # a dataset folder or hub id loads through it
         datasets_bars = importlib.import_module("datasets.utils.tqdm")
         datasets_on = not datasets_bars.are_progress_bars_disabled()
+    else:  # not imported for this (its import starts threads); if the block imports it, it reads this
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an environment variable that forces bars on wins (with a warning)
         transformers_logging.disable_progress_bar()  # transformers' and huggingface_hub's
@@ -127,6 +130,11 @@ def progress_bars(enabled: bool):
             hub.progress_bar_states.update(hub_states)
             if datasets_bars is not None and datasets_on:
                 datasets_bars.enable_progress_bars()
+            if datasets_bars is None:
+                if datasets_env is None:
+                    os.environ.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+                else:
+                    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = datasets_env
 
 
 # ---------------------------------------------------------------------------------------------- stages
