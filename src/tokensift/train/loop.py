@@ -4,6 +4,10 @@ One model in memory: reference log-probs come from the cache (computed before tr
 only TDPO keeps a frozen reference, because it needs the reference's full distribution at every position.
 Micro-batches are weighted by the units their loss averages over (pairs, or tokens for SFT) relative to the
 whole global batch, so batch 8 x accumulation 1 and batch 1 x accumulation 8 take identical steps.
+
+Longer than our ~400-line aim (about 480): the Trainer's steps, evaluation, checkpoints and final save read best
+together; the reference pass (reference_meta, reference_logps) is the first piece to move to ref_cache.py when it
+grows again.
 """
 
 from __future__ import annotations
