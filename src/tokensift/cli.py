@@ -271,7 +271,12 @@ def main(argv: list[str] | None = None) -> int:
         hf_logging.set_verbosity_error()
     record_command(argv)  # the exact command, for the model card of what this run writes
     try:
-        return args.func(args)
+        code = args.func(args)
+        if code == 0:
+            from tokensift.distributed import close_process_group
+
+            close_process_group()  # under a launcher: every process leaves together
+        return code
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -120,3 +120,18 @@ def unpartitioned_loading():
         yield
     finally:
         hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def close_process_group() -> None:
+    """Leave a launcher's process group cleanly when a command has finished: every process meets at a barrier, then
+    the group is destroyed. Left to interpreter exit, gloo's threads may still be running and abort one process
+    ("terminate called without an active exception", exit -6) after all the work was done."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

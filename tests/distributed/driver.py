@@ -22,12 +22,18 @@ def main():
         config = ScoreConfig(**job["config"])
         config.validate()
         score_tokens(config)
+        from tokensift.distributed import close_process_group
+
+        close_process_group()
         return
     from tokensift.api import train_model as train
 
     tmp = Path(job["tmp"])
     config = train_config(tmp, Path(job["model"]), Path(job["data"]), **job["config"])
     train(config)
+    from tokensift.distributed import close_process_group
+
+    close_process_group()  # as the command line does: the processes leave together, not at interpreter exit
 
 
 if __name__ == "__main__":
