@@ -23,14 +23,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from tokensift.distributed import quiet_deepspeed, unpartitioned_loading
 from tokensift.errors import UserError
 from tokensift.fsutil import replace_dir
 from tokensift.lazy import lazy_import
 
 torch = lazy_import("torch")
-
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from tokensift.lazy import lazy_import
 torch = lazy_import("torch")
 
 
-
 @dataclass(frozen=True)
 class SelectorSpec:
     """A selector's declaration: its factory, what it reads, what it returns, and the paper it follows."""

@@ -13,6 +13,7 @@ from conftest import build_model, write_pairs
 from tokensift.train.metrics import read_metrics
 
 DRIVER = Path(__file__).with_name("driver.py")
+EXIT_ABORT = "terminate called without an active exception"
 
 
 def launch(job: dict, processes: int, port: int, launcher: list[str] | None = None) -> None:
@@ -27,6 +28,12 @@ def launch(job: dict, processes: int, port: int, launcher: list[str] | None = No
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(port), str(DRIVER), json.dumps(job)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and EXIT_ABORT in proc.stderr:
+        # Now and then, in full suite runs on the 2-core CPU machine, gloo aborts one process as it exits, after the
+        # job wrote its outputs (docs/distributed.md, Limits). The job runs again: a finished run is kept as it is
+        # and an unfinished one resumes from its checkpoint, so what the test compares is still this job's output.
+        print(f"launch: a process aborted ({EXIT_ABORT}); running the job again", file=sys.stderr)
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 

@@ -179,9 +179,6 @@ class Trainer:
         check_model_objects(config, given.start_fingerprints())  # a run there from other model objects: refused
         if folder_state(config, clear=False) == "done":  # train() returns a finished run instead of building this
             raise UserError(f"{self.output_dir} holds a finished run with these settings; overwrite=true trains again")
-        if config.overwrite and self.accelerator.is_main_process:
-            remove_run(self.output_dir)
-        self.accelerator.wait_for_everyone()
         check_output_dir(self.output_dir)
         check_hub(config)  # push_to_hub: token, network, id and write access now, not after training
         torch.manual_seed(config.seed)
@@ -384,6 +381,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ run
     def run(self) -> TrainResult:
         cfg, acc = self.config, self.accelerator
+        if cfg.overwrite:  # the run there is replaced only now that everything is loaded (a failed start keeps it)
+            if acc.is_main_process:
+                remove_run(self.output_dir)
+            acc.wait_for_everyone()
         start, state = self.resume()
         if acc.is_main_process:
             record_start(cfg, self.data.extra_meta.get("model_objects"))
