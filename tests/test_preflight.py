@@ -24,15 +24,14 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 @pytest.fixture
 def no_weights(monkeypatch):
-    """Any model load fails the test: the preflight reads config and tokenizer files only."""
-    import tokensift.models as models
-    import tokensift.train.loop as loop  # imported before patching: it binds load_model at import
+    """Any model load fails the test: the preflight reads config and tokenizer files only. Patched where every load
+    ends (transformers' from_pretrained), so no module can keep a patched name after the test."""
+    from transformers import AutoModelForCausalLM
 
     def refuse(*args, **kwargs):
         raise AssertionError("the preflight loaded a model's weights")
 
-    for module in (models, loop):
-        monkeypatch.setattr(module, "load_model", refuse)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
 
 
 def common(tmp_path, model_dir, data) -> list[str]:
@@ -141,3 +140,24 @@ def test_max_length_alone_sets_a_prompt_limit_that_fits(tmp_path, model_dir, cap
     code, _, err = run(["dpo", *common(tmp_path, model_dir, data), "max_length=256", "max_prompt_length=300",
                         "--check"], capsys)
     assert code == 2 and "max_prompt_length (300) must be smaller than max_length" in err
+
+
+def test_a_demo_folder_of_other_settings_is_refused_and_overwrite_replaces_it(tmp_path):
+    import dataclasses
+
+    from tokensift.demo import RECORD, DemoConfig, demo_folder
+    from tokensift.errors import UserError
+
+    config = DemoConfig(output_dir=str(tmp_path / "demo"))
+    assert demo_folder(config) == "new"
+    (tmp_path / "demo" / "data").mkdir(parents=True)
+    recorded = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir", "overwrite")}
+    (tmp_path / "demo" / RECORD).write_text(json.dumps({**recorded, "samples": 2}))
+    with pytest.raises(UserError, match=r"holds a demo made with other settings \(samples: 2 -> 4\); pass "
+                                        "overwrite=true"):
+        demo_folder(config)
+    assert demo_folder(dataclasses.replace(config, samples=2)) == "continues"
+    assert demo_folder(dataclasses.replace(config, overwrite=True), clear=False) == "replaced"
+    assert (tmp_path / "demo" / "data").exists()  # the preflight changes nothing
+    assert demo_folder(dataclasses.replace(config, overwrite=True)) == "replaced"
+    assert not (tmp_path / "demo" / "data").exists() and not (tmp_path / "demo" / RECORD).exists()
