@@ -15,24 +15,22 @@ import sys
 from tokensift import __version__
 from tokensift.config import add_config_options, config_from_args
 from tokensift.errors import UserError
+from tokensift.preflight import print_plan
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # ---------------------------------------------------------------------------------------------------- stages
 def run_train(args, forced_loss: str | None = None) -> int:
-    from tokensift.train.run import train_run
     from tokensift.train.config import TrainConfig
+    from tokensift.train.plan import plan_training
+    from tokensift.train.run import data_of, train_run
 
     config = config_from_args(TrainConfig, args)
     if forced_loss:
         config.loss = forced_loss
         config.validate()
     if args.check:
-        from tokensift.preflight import print_plan
-        from tokensift.train.plan import plan_training
-        from tokensift.train.run import data_of
-
         return print_plan(plan_training(config, data_of(config), args.command))
     print_result(train_run(config))  # not api.train_model: the command line keeps its default output_dir
     return 0
@@ -70,14 +68,11 @@ def cmd_train(args) -> int:
 
 def cmd_oracle(args) -> int:
     from tokensift.sepo.config import OracleConfig
-    from tokensift.sepo.oracle import train_oracle
+    from tokensift.sepo.oracle import oracle_data, train_oracle
+    from tokensift.train.plan import plan_training
 
     config = config_from_args(OracleConfig, args)
     if args.check:
-        from tokensift.preflight import print_plan
-        from tokensift.sepo.oracle import oracle_data
-        from tokensift.train.plan import plan_training
-
         return print_plan(plan_training(config, oracle_data, "oracle"))
     print_result(train_oracle(config))
     return 0
@@ -86,13 +81,10 @@ def cmd_oracle(args) -> int:
 def cmd_score(args) -> int:
     from tokensift.sepo.config import ScoreConfig
     from tokensift.sepo.mass import describe, mass_summary, save_summary
-    from tokensift.sepo.score import score_tokens
+    from tokensift.sepo.score import plan_scoring, score_tokens
 
     config = config_from_args(ScoreConfig, args)
     if args.check:
-        from tokensift.preflight import print_plan
-        from tokensift.sepo.score import plan_scoring
-
         return print_plan(plan_scoring(config))
     result = score_tokens(config)
     print(f"scored {result.rows_scored} new pairs ({result.rows_total} in {result.output_dir}); "
@@ -104,52 +96,40 @@ def cmd_score(args) -> int:
 
 
 def cmd_sepo(args) -> int:
-    from tokensift.sepo.pipeline import SePOConfig, run_pipeline
+    from tokensift.sepo.pipeline import SePOConfig, plan_pipeline, run_pipeline
 
     config = config_from_args(SePOConfig, args)
     if args.check:
-        from tokensift.preflight import print_plan
-        from tokensift.sepo.pipeline import plan_pipeline
-
         return print_plan(plan_pipeline(config))
     run_pipeline(config)
     return 0
 
 
 def cmd_show(args) -> int:
-    from tokensift.sepo.show import ShowConfig, show_scores
+    from tokensift.sepo.show import ShowConfig, plan_show, show_scores
 
     config = config_from_args(ShowConfig, args)
     if args.check:
-        from tokensift.preflight import print_plan
-        from tokensift.sepo.show import plan_show
-
         return print_plan(plan_show(config))
     print(f"wrote {show_scores(config)}")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from tokensift.sweep import SweepConfig, run_sweep
+    from tokensift.sweep import SweepConfig, plan_sweep, run_sweep
 
     config = config_from_args(SweepConfig, args)
     if args.check:
-        from tokensift.preflight import print_plan
-        from tokensift.sweep import plan_sweep
-
         return print_plan(plan_sweep(config))
     run_sweep(config)
     return 0
 
 
 def cmd_demo(args) -> int:
-    from tokensift.demo import DemoConfig, run_demo
+    from tokensift.demo import DemoConfig, plan_demo, run_demo
 
     config = config_from_args(DemoConfig, args)
     if args.check:
-        from tokensift.demo import plan_demo
-        from tokensift.preflight import print_plan
-
         return print_plan(plan_demo(config))
     run_demo(config)
     return 0

@@ -102,19 +102,20 @@ def mean_vader(model, tokenizer, prompts: list[str], config: DemoConfig, desc: s
 
 
 RECORD = "demo-config.json"
+NOT_RECORDED = ("output_dir", "overwrite")  # where the demo goes and whether it may replace one: not what it does
 
 
 def demo_folder(config: DemoConfig, clear: bool = True) -> str:
     """'new', 'continues' or 'replaced' for the demo's output_dir; a demo there with other settings is refused,
     naming them, unless overwrite=true (which removes what a demo writes: data/, sepo/, its report and record)."""
     from tokensift.fsutil import remove_dir
+    from tokensift.train.run_folder import changed_settings
 
     out = Path(config.output_dir)
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("output_dir", "overwrite")}
     recorded = json.loads((out / RECORD).read_text()) if (out / RECORD).is_file() else None
     if recorded is None:
         return "continues" if (out / "data").exists() else "new"
-    changed = [f"{k}: {recorded.get(k)!r} -> {v!r}" for k, v in settings.items() if recorded.get(k) != v]
+    changed = changed_settings(recorded, config, ignore=NOT_RECORDED)
     if not changed:
         return "continues"
     if not config.overwrite:
@@ -130,7 +131,8 @@ def demo_folder(config: DemoConfig, clear: bool = True) -> str:
 
 def plan_demo(config: DemoConfig):
     """`tokensift demo --check`: the folder, the model and the scorer, and the steps the demo takes."""
-    from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+    from tokensift.fsutil import check_writable
+    from tokensift.preflight import Plan, check_tokenizer, locate_model
 
     plan = Plan("demo")
     check_writable(config.output_dir)
@@ -153,8 +155,7 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.output_dir)
     started = time.perf_counter()
     demo_folder(config)
-    write_json_atomic(out / RECORD, {k: v for k, v in dataclasses.asdict(config).items()
-                                     if k not in ("output_dir", "overwrite")})
+    write_json_atomic(out / RECORD, {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_RECORDED})
     tokenizer = load_tokenizer(config.model)
     base = load_model(config.model)
     pairs_path = out / "data" / "vader-pairs.jsonl"

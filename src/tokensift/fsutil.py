@@ -49,11 +49,24 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 MIN_FREE_BYTES = 256 << 20
 
 
+def _check_free(what: str, path: Path, on: Path, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    """`path` (named `what` in the message) would be written on the disk of the existing folder `on`."""
+    free = shutil.disk_usage(on).free
+    if free < min_free_bytes:
+        needed = " for checkpoints and the final model" if what == "output_dir" else ""
+        raise UserError(f"{what} {path} has only {free / 2**20:.0f} MiB free; at least {min_free_bytes / 2**20:.0f} "
+                        f"MiB are needed{needed}")
+
+
+def _not_a_file(path: Path, what: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} exists and is a file, not a folder")
+
+
 def check_output_dir(path: Path, create: bool = True, min_free_bytes: int = MIN_FREE_BYTES) -> None:
     """Fail before any work starts when the output folder cannot be written or its disk is nearly full."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"output_dir {path} exists and is a file, not a folder")
+    _not_a_file(path, "output_dir")
     if create:
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -65,9 +78,20 @@ def check_output_dir(path: Path, create: bool = True, min_free_bytes: int = MIN_
         probe.unlink()
     except OSError as exc:
         raise UserError(f"output_dir {path} is not writable: {exc.strerror}") from None
-    free = shutil.disk_usage(path).free
-    if free < min_free_bytes:
-        raise UserError(
-            f"output_dir {path} has only {free / 2**20:.0f} MiB free; at least {min_free_bytes / 2**20:.0f} MiB "
-            "are needed for checkpoints and the final model"
-        )
+    _check_free("output_dir", path, path, min_free_bytes)
+
+
+def check_writable(path: str | Path, what: str = "output_dir") -> str:
+    """Whether `path` (a folder, or with another `what` a file) could be created and written, without creating
+    anything (the preflight's check_output_dir): the run's own error when not. Returns 'exists' or 'new'."""
+    path = Path(path)
+    if what == "output_dir":
+        _not_a_file(path, what)
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
+    if not probe.is_dir() and probe != path:
+        raise UserError(f"cannot create {what} {path}: {probe} is a file")
+    folder = probe if probe.is_dir() else probe.parent
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"{what} {path} is not writable: {probe} is read-only")
+    _check_free(what, path, folder)
+    return "exists" if path.exists() else "new"

@@ -7,19 +7,17 @@ differences), and prints what the run would do: stages, steps, tokens, what it r
 the run itself would raise, so `--check` exits with status 2 and the same message; an 8-GPU job fails in seconds.
 
 This module holds what every plan shares: the printed plan, finding a model without loading or converting it, its
-tokenizer, and whether an output path could be written.
+tokenizer (fsutil.check_writable says whether an output path could be written).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokensift.errors import UserError
-from tokensift.fsutil import MIN_FREE_BYTES
 
 
 @dataclass
@@ -148,24 +146,6 @@ def check_tokenizer(location: ModelLocation, trust_remote_code: bool = False):
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
     return load_tokenizer(location.name, trust_remote_code)  # a hub id online: its tokenizer files only
-
-
-def check_writable(path: str | Path, what: str = "output_dir") -> str:
-    """Whether `path` (a folder or a file) could be created and written, without creating it: the run's own error
-    when not. Returns 'exists' or 'new'."""
-    path = Path(path)
-    if path.exists() and what == "output_dir" and not path.is_dir():
-        raise UserError(f"{what} {path} exists and is a file, not a folder")
-    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("."))
-    if not probe.is_dir() and probe != path:
-        raise UserError(f"cannot create {what} {path}: {probe} is a file")
-    if not os.access(probe if probe.is_dir() else probe.parent, os.W_OK):
-        raise UserError(f"{what} {path} is not writable: {probe} is read-only")
-    free = shutil.disk_usage(probe if probe.is_dir() else probe.parent).free
-    if free < MIN_FREE_BYTES:
-        raise UserError(f"{what} {path} has only {free / 2**20:.0f} MiB free; at least "
-                        f"{MIN_FREE_BYTES / 2**20:.0f} MiB are needed")
-    return "exists" if path.exists() else "new"
 
 
 def print_plan(plan: Plan) -> int:

@@ -38,7 +38,7 @@ NOT_COMPARED = frozenset({"progress", "output", "overwrite", "save_items", "batc
 def check_results_file(config, path: str | Path) -> str:
     """Before any work: a results file written with other settings is refused, naming them (overwrite=true
     replaces it); one with the same settings is replaced by the new results. Returns what will happen."""
-    from tokensift.preflight import check_writable
+    from tokensift.fsutil import check_writable
 
     path = Path(path)
     check_writable(path, "output")

@@ -226,7 +226,7 @@ def plan_pipeline(config: SePOConfig):
             plan.add(f"{name}", f"{describe_folder(stage)[1]}; trains after {waiting}")
         else:
             plan.extend(plan_training(stage, oracle_data if name == "oracle" else None, name), prefix=f"{name}: ")
-        if folder_state(stage, clear=False) != "done":
+        if folder_state(stage) != "done":
             waiting = waiting or name
     score = config.stages(folders)["score"]
     if waiting:

@@ -163,7 +163,8 @@ def scores_complete(folder: str | Path, config: ScoreConfig | None = None, token
 def plan_scoring(config: ScoreConfig, plan=None):
     """`tokensift score --check`: the checks score_tokens makes before it loads the models, and what it would do."""
     from tokensift.data.load import load_preferences
-    from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+    from tokensift.fsutil import check_writable
+    from tokensift.preflight import Plan, check_tokenizer, locate_model
 
     plan = plan or Plan("score")
     check_writable(config.output_dir)

@@ -118,13 +118,19 @@ class SelectedPair(tuple):
         return f"<div><b>row {self.row}</b>: selected tokens highlighted<table>{rows}</table></div>"
 
 
+def fitted_on_training_rows(records: dict, selection, limit: int | None, eval_fraction: float, seed: int):
+    """`selection` (SelectionArgs) fitted on the scored pairs a training run with `limit`, `eval_fraction` and `seed`
+    trains on, as training fits it: what `select_tokens` and `tokensift show` show."""
+    fit, _ = training_rows(records, limit, eval_fraction, seed)
+    return selection.fitted_selection([records[r]["chosen_scores"] for r in fit],
+                                      [records[r]["rejected_scores"] for r in fit])
+
+
 def selections(records: dict, selection, limit: int | None, eval_fraction: float, seed: int,
                decoder: TokenText) -> dict[int, SelectedPair]:
-    """row -> SelectedPair for every scored pair, with `selection` (SelectionArgs) fitted on the training rows that
-    `limit`, `eval_fraction` and `seed` give (as training and `tokensift show` fit it)."""
-    fit, _ = training_rows(records, limit, eval_fraction, seed)
-    fitted = selection.fitted_selection([records[r]["chosen_scores"] for r in fit],
-                                        [records[r]["rejected_scores"] for r in fit])
+    """row -> SelectedPair for every scored pair, with `selection` (SelectionArgs) fitted on the training rows
+    (fitted_on_training_rows)."""
+    fitted = fitted_on_training_rows(records, selection, limit, eval_fraction, seed)
     out = {}
     for row, rec in records.items():
         chosen = SelectedSide(np.asarray(rec["chosen_ids"]), np.asarray(rec["chosen_scores"]),

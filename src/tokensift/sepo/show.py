@@ -43,31 +43,25 @@ class ShowConfig(SelectionArgs):
             raise UserError(f"eval_fraction must lie in [0, 1), got {self.eval_fraction}")
 
 
-def token_texts(tokenizer, ids) -> list[str]:
-    return [tokenizer.decode([int(i)]) for i in ids]
-
-
 def show_scores(config: ShowConfig) -> Path:
     from tokensift.models import load_tokenizer
     from tokensift.scores import load_scores
-    from tokensift.train.run import training_rows
+    from tokensift.sepo.selected import TokenText, fitted_on_training_rows
     from tokensift.viz.heatmap import render_heatmap
 
     meta, records = load_scores(config.scores)
-    tokenizer = load_tokenizer(config.tokenizer or meta.get("oracle_model") or "")
+    text = TokenText(tokenizer=load_tokenizer(config.tokenizer or meta.get("oracle_model") or ""))
     rows = sorted(records)
-    fit, _ = training_rows(rows, config.limit, config.eval_fraction, config.seed)
-    selection = config.fitted_selection([records[r]["chosen_scores"] for r in fit],
-                                        [records[r]["rejected_scores"] for r in fit])
+    selection = fitted_on_training_rows(records, config, config.limit, config.eval_fraction, config.seed)
     pairs = []
     for row in rows[: config.pairs]:
         rec = records[row]
         pairs.append({
             "row": row,
-            "prompt": tokenizer.decode([int(i) for i in rec["prompt_ids"]]),
-            "chosen": {"tokens": token_texts(tokenizer, rec["chosen_ids"]), "scores": rec["chosen_scores"].tolist(),
+            "prompt": text.text(rec["prompt_ids"]),
+            "chosen": {"tokens": text.pieces(rec["chosen_ids"]), "scores": rec["chosen_scores"].tolist(),
                        "selected": selection.chosen(rec["chosen_scores"]).tolist()},
-            "rejected": {"tokens": token_texts(tokenizer, rec["rejected_ids"]),
+            "rejected": {"tokens": text.pieces(rec["rejected_ids"]),
                          "scores": rec["rejected_scores"].tolist(),
                          "selected": selection.rejected(rec["rejected_scores"]).tolist()},
         })
@@ -85,7 +79,8 @@ def show_scores(config: ShowConfig) -> Path:
 def plan_show(config: ShowConfig):
     """`tokensift show --check`: the scores are complete and readable, their tokenizer loads, the page can be
     written."""
-    from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+    from tokensift.fsutil import check_writable
+    from tokensift.preflight import Plan, check_tokenizer, locate_model
     from tokensift.shards import ShardStore
 
     plan = Plan("show")

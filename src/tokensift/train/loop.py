@@ -177,7 +177,7 @@ class Trainer:
         ds_setup.configure(self.accelerator, config)  # DeepSpeed's batch/clip values from ours, before any work
         self.output_dir = Path(config.output_dir)
         check_model_objects(config, given.start_fingerprints())  # a run there from other model objects: refused
-        if folder_state(config, clear=False) == "done":  # train() returns a finished run instead of building this
+        if folder_state(config) == "done":  # train() returns a finished run instead of building this
             raise UserError(f"{self.output_dir} holds a finished run with these settings; overwrite=true trains again")
         check_output_dir(self.output_dir)
         check_hub(config)  # push_to_hub: token, network, id and write access now, not after training
@@ -479,7 +479,7 @@ def train(config: TrainConfig, data: TrainData | Callable | None = None, tokeniz
     from tokensift.given import Given
 
     check_model_objects(config, (given or Given()).start_fingerprints())
-    if folder_state(config, clear=False) == "done":
+    if folder_state(config) == "done":
         print(f"{Path(config.output_dir) / 'final'}: finished already with these settings; kept "
               "(overwrite=true trains again)")
         return finished_result(config)

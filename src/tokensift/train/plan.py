@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from tokensift.preflight import Plan, check_tokenizer, check_writable, locate_model
+from tokensift.fsutil import check_writable
+from tokensift.preflight import Plan, check_tokenizer, locate_model
 from tokensift.train.config import TrainConfig
 from tokensift.train.run_folder import folder_state
 
@@ -20,17 +21,17 @@ def world_size() -> int:
 def describe_folder(config: TrainConfig) -> tuple[str, str]:
     """(state, what the run does with its output_dir): the run's own checks, without changing anything."""
     from tokensift.train.checkpoint import latest_checkpoint
-    from tokensift.train.run_folder import _has_run
+    from tokensift.train.run_folder import has_run
 
     check_writable(config.output_dir)
-    state = folder_state(config, clear=False)
+    state = folder_state(config)
     folder = Path(config.output_dir)
     if state == "done":
         return state, f"{folder}: finished with these settings; kept, nothing is trained (overwrite=true trains again)"
     if state == "resume":
         found = latest_checkpoint(folder)
         return state, f"{folder}: continues the run there from {found.name if found else 'its start (no checkpoint yet)'}"
-    if config.overwrite and folder.is_dir() and _has_run(folder):
+    if config.overwrite and folder.is_dir() and has_run(folder):
         return state, f"{folder}: overwrite=true: the run there is replaced"
     return state, f"{folder}: a new run"
 

@@ -78,23 +78,20 @@ def recorded_differences(config) -> list[str] | None:
     return None if recorded is None else changed_settings(recorded, config)
 
 
-def _has_run(folder: Path) -> bool:
+def has_run(folder: Path) -> bool:
+    """Whether `folder` holds a training run's files (a record, checkpoints or a final model)."""
     from tokensift.train.checkpoint import latest_checkpoint
 
     return any((folder / name).exists() for name in ("final", RECORD)) or latest_checkpoint(folder) is not None
 
 
-def folder_state(config, clear: bool = True) -> str:
-    """"new", "resume" or "done" for a run of `config` in its output_dir, or a UserError saying why not.
-    With overwrite=true an earlier run's files are removed (`clear`; the preflight only says it would)."""
+def folder_state(config) -> str:
+    """"new", "resume" or "done" for a run of `config` in its output_dir, or a UserError saying why not. Nothing is
+    changed: with overwrite=true the run there is "new", and the trainer removes the old one when it starts."""
     folder = Path(config.output_dir)
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"output_dir {folder} exists and is a file, not a folder")
-    if not folder.is_dir() or not _has_run(folder):
+    if not folder.is_dir() or not has_run(folder):
         return "new"
     if getattr(config, "overwrite", False):
-        if clear:
-            remove_run(folder)
         return "new"
     recorded = recorded_settings(folder)
     done = (folder / "final" / "run_card.json").is_file()

@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from tokensift.errors import UserError
-from tokensift.fsutil import check_output_dir, write_json_atomic
+from tokensift.fsutil import check_output_dir, check_writable, write_json_atomic
 from tokensift.tso.config import MARGIN_COLUMN, RUN_RECORD, TSOConfig, prior_ranks
 from tokensift.tso.evaluate import describe, evaluate_model, summary, win_rate
 from tokensift.tso.files import (
@@ -109,8 +109,6 @@ class TSORun:
         self.config = config
         self.out = Path(config.output_dir)
         if check_only:
-            from tokensift.preflight import check_writable
-
             check_writable(self.out)
         else:
             check_output_dir(self.out)
