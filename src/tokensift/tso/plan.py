@@ -34,6 +34,16 @@ def plan_tso(config, action: str) -> Plan:
     if config.decisions:
         decided = read_decisions(config.decisions)
         plan.add("decisions", f"{config.decisions}: {len(decided):,} human decisions")
+    if action == "review" and getattr(config, "serve", False):
+        from tokensift.tso.review_server import default_decisions_file, is_loopback
+
+        if not is_loopback(config.host) and not config.allow_remote:
+            from tokensift.errors import UserError
+
+            raise UserError(f"host={config.host} serves the review page beyond this machine; pass "
+                            "allow_remote=true as well if that is meant")
+        plan.add("review page", f"http://{config.host}:{config.port}/ (token printed at start); decisions to "
+                 f"{default_decisions_file(config)}")
     if action == "run":
         check_hub(config)
         plan.add("rounds", f"{config.rounds} (dual-clip training in round-XX/train, output_dir {Path(config.output_dir)})")
