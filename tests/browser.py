@@ -10,6 +10,7 @@ needed. Enough for the review page's tests: open a URL, press keys, evaluate Jav
 from __future__ import annotations
 
 import base64
+import fcntl
 import itertools
 import json
 import os
@@ -38,15 +39,18 @@ class Browser:
         self._from_child, from_child_w = os.pipe()
 
         def fds():  # the child reads commands on fd 3 and writes answers on fd 4
-            os.dup2(to_child_r, 3)
-            os.dup2(from_child_w, 4)
+            high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)  # out of the way of 3 and 4 first
+            high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
 
         self.proc = subprocess.Popen(
             [binary, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
              "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
              "--disable-background-networking", "--disable-sync", "--mute-audio",
              f"--user-data-dir={profile_dir}", f"--window-size={width},{height}", "about:blank"],
-            preexec_fn=fds, pass_fds=(to_child_r, from_child_w), stdout=subprocess.DEVNULL,
+            preexec_fn=fds, pass_fds=(3, 4),  # kept open past close_fds, which runs after preexec_fn
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL)
         os.close(to_child_r)
         os.close(from_child_w)
@@ -173,13 +177,17 @@ class Page:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 30):
-        deadline = time.monotonic() + timeout
+        """Poll until the expression is truthy; errors while the page is (re)loading count as false."""
+        deadline, last = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
-            value = self.eval(expression)
+            try:
+                value = self.eval(expression)
+            except RuntimeError as exc:
+                value, last = None, exc
             if value:
                 return value
             time.sleep(0.05)
-        raise TimeoutError(f"never true: {expression}")
+        raise TimeoutError(f"never true: {expression} (last error: {last})")
 
     def key(self, key: str):
         """A key press as a person types it (keyDown with its text, then keyUp)."""
