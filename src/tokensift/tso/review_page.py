@@ -54,6 +54,8 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
 #status { position: fixed; left: 0; right: 0; bottom: 0; background: #222; color: #eee; padding: 5px 16px;
           font-size: 13px; }
 #status.error { background: var(--warn); }
+#status kbd { color: var(--ink); }
+.pairid { font: 12px ui-monospace, monospace; color: var(--muted); }
 #done { padding: 40px; text-align: center; color: var(--muted); font-size: 18px; }
 [hidden] { display: none !important; }
 </style></head>
@@ -71,7 +73,7 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
 <main>
   <div id="pair" hidden>
     <div class="reason"><span class="badge" id="reason"></span><span class="badge round" id="round"></span>
-      <span id="reasontext"></span> <span id="pairid" class="role"></span></div>
+      <span id="reasontext"></span> <span id="pairid" class="pairid"></span></div>
     <div id="prompt"></div>
     <div class="sides">
       <section class="side" id="sidea"><h2>A</h2><div class="md" id="texta"></div></section>
