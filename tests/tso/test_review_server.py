@@ -292,3 +292,38 @@ def test_model_text_is_shown_as_text(run_dir, tmp_path):
         assert page.eval("document.getElementById('reveal').hidden") is True
         page.key("v")
         assert "prior ladder:" in page.eval("document.getElementById('reveal').textContent")
+
+
+@needs_chromium
+def test_two_reviewers_conflict_is_shown_and_resolved_and_filters(run_dir, tmp_path):
+    decisions = tmp_path / "d.jsonl"
+    with serving(review_config(run_dir, decisions)) as server, Browser(tmp_path / "profile") as browser:
+        pair = server.items[1]["id"]
+        for reviewer, choice in (("ana", "a"), ("ben", "b")):
+            assert api(server, "POST", "/api/decide", {"pair_id": pair, "choice": choice, "reviewer": reviewer})[0] == 200
+        row = json.loads(decisions.read_text())
+        assert (row["decision"], row["conflict"], row["votes"]) == ("drop", True, "ana=keep; ben=flip"
+                                                                    if server.sides[pair] else "ana=flip; ben=keep")
+        page = browser.open(server.url + f"#pair={pair}")
+        page.wait_for(f"document.getElementById('pairid').textContent === '{pair}'")
+        assert page.eval("document.getElementById('current').className") == "conflict"
+        shown = page.eval("document.getElementById('current').textContent")
+        assert "ana: A is better" in shown and "ben: B is better" in shown
+        page.eval("var r = document.getElementById('reviewer'); r.value = 'cy'; "
+                  "r.dispatchEvent(new Event('change'))")
+        page.key("b")  # cy's decision on a pair in conflict resolves it
+        assert page.eval("window.tsoReview.idle()") == 0
+        row = json.loads(decisions.read_text())
+        assert (row["decision"], row["conflict"]) == ("flip" if server.sides[pair] else "keep", False)
+        assert row["votes"] == f"cy={row['decision']}"  # the resolution replaced ana's and ben's votes
+        # filters: one reason, one round, undecided only
+        reason = server.items[0]["reason"]
+        page.eval(f"var f = document.getElementById('freason'); f.value = '{reason}'; "
+                  "f.dispatchEvent(new Event('change'))")
+        count = sum(i["reason"] == reason for i in server.items)
+        assert page.eval("document.getElementById('position').textContent").endswith(f"of {count}")
+        page.eval("var f = document.getElementById('freason'); f.value = ''; f.dispatchEvent(new Event('change'));"
+                  "var o = document.getElementById('fopen'); o.checked = true; o.dispatchEvent(new Event('change'))")
+        assert page.eval("document.getElementById('position').textContent").endswith(f"of {len(server.items) - 1}")
+        assert page.eval("document.getElementById('progress').textContent").startswith(
+            f"decided 1 of {len(server.items)}")

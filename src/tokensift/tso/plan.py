@@ -42,8 +42,9 @@ def plan_tso(config, action: str) -> Plan:
 
             raise UserError(f"host={config.host} serves the review page beyond this machine; pass "
                             "allow_remote=true as well if that is meant")
-        plan.add("review page", f"http://{config.host}:{config.port}/ (token printed at start); decisions to "
-                 f"{default_decisions_file(config)}")
+        port = config.port or "(a free port)"
+        plan.add("review page", f"http://{config.host}:{port}/ (its access token is printed at start); decisions "
+                 f"to {default_decisions_file(config)}")
     if action == "run":
         check_hub(config)
         plan.add("rounds", f"{config.rounds} (dual-clip training in round-XX/train, output_dir {Path(config.output_dir)})")

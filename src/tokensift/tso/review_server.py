@@ -25,7 +25,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-import random
 import re
 import secrets
 import socket
@@ -37,9 +36,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from tokensift.errors import UserError
-from tokensift.tso.markdown import render
-from tokensift.tso.review import REASONS, order_verdicts
+from tokensift.tso.review import REASONS
 from tokensift.tso.review_journal import DecisionJournal, journal_path
+from tokensift.tso.review_page import page_html, review_items
 
 MAX_BODY = 64 * 1024  # a decision is a few hundred bytes
 DRAIN_LIMIT = 16 << 20  # a larger body is read and discarded (so the client sees the 413) up to this much
@@ -47,76 +46,10 @@ MAX_NOTE = 2000
 REVIEWER = re.compile(r"^[\w .@+-]{1,64}$")
 REQUEST_ID = re.compile(r"^[\w-]{1,64}$")
 CHOICES = ("a", "b", "drop")
-REASON_TEXT = {
-    "inconsistent": "the judge's two presentation orders name different winners",
-    "disagreement": "the judge confidently prefers the answer the prior ladder ranks lower",
-    "ambiguous": "the judge hardly prefers either answer",
-    "audit": "a random audit sample (the judge agrees with the prior ladder)",
-}
 
 
 def default_decisions_file(config) -> Path:
     return Path(config.decisions) if config.decisions else Path(config.output_dir) / "decisions.jsonl"
-
-
-def a_is_chosen(seed: int, pair_id: str) -> bool:
-    """Which side the prior's chosen answer is shown on: seeded per pair, so a reload shows the same sides."""
-    return random.Random(f"tso-review-sides:{seed}:{pair_id}").random() < 0.5
-
-
-def _side(p_chosen: float | None, chosen_is_a: bool) -> float | None:
-    """P(A is better) from P(prior's chosen is better)."""
-    if p_chosen is None:
-        return None
-    return round(p_chosen if chosen_is_a else 1.0 - p_chosen, 6)
-
-
-def page_item(pair, reason: str, round_index: int, prompt, seed: int) -> dict:
-    """One pair as the page shows it. `hidden` is what the page reveals only on demand."""
-    chosen_is_a = a_is_chosen(seed, pair.pair_id)
-    a, b = (pair.chosen, pair.rejected) if chosen_is_a else (pair.rejected, pair.chosen)
-    orders = order_verdicts(pair.judge_detail)
-    if orders is not None:  # (chosen shown first, chosen shown second) -> (A shown first, B shown first)
-        first, second = orders
-        orders = [_side(first, True), _side(second, True)] if chosen_is_a else [_side(second, False),
-                                                                                  _side(first, False)]
-    return {
-        "id": pair.pair_id, "round": round_index, "reason": reason, "reason_text": REASON_TEXT.get(reason, reason),
-        "prompt": [{"role": str(m.get("role", "")), "html": render(str(m.get("content", "")))}
-                   for m in prompt.messages],
-        "a": {"html": render(a.text), "chars": len(a.text)}, "b": {"html": render(b.text), "chars": len(b.text)},
-        "hidden": {"judge_p_a": _side(pair.judge_p, chosen_is_a), "orders_a": orders,
-                   "prior_better": "a" if chosen_is_a else "b",
-                   "a": {"generator": a.generator, "rank": a.prior_rank},
-                   "b": {"generator": b.generator, "rank": b.prior_rank}},
-    }
-
-
-def review_items(config) -> tuple[list[dict], dict[str, bool]]:
-    """Every reviewed pair of the run's judged rounds, decided or not (the page shows decisions beside them),
-    and pair_id -> whether A is the prior's chosen answer."""
-    from tokensift.tso.files import read_jsonl
-    from tokensift.tso.loop import check_run_config
-    from tokensift.tso.pairs import Pair
-    from tokensift.tso.prompts import prepare_prompts
-    from tokensift.tso.review import ReviewSettings, review_reasons
-
-    run_dir = Path(config.output_dir)
-    if not check_run_config(config):
-        raise UserError(f"{run_dir} holds no TSO run yet; start one with `tokensift tso run` first")
-    records = prepare_prompts(config, started=True).records
-    items, sides = [], {}
-    for k in range(1, config.rounds + 1):
-        path = run_dir / f"round-{k:02d}" / "judged.jsonl"
-        if not path.exists():
-            continue
-        pairs = [Pair.from_row(r) for r in read_jsonl(path)]
-        reasons = review_reasons(pairs, ReviewSettings.of(config), k)
-        for pair in pairs:
-            if pair.pair_id in reasons and pair.pair_id not in sides:
-                items.append(page_item(pair, reasons[pair.pair_id], k, records[pair.prompt_id], config.seed))
-                sides[pair.pair_id] = a_is_chosen(config.seed, pair.pair_id)
-    return items, sides
 
 
 class Refused(Exception):
@@ -254,8 +187,6 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise Refused(403, "missing or wrong access token: open the URL the server printed")
         if method == "GET" and url.path == "/":
-            from tokensift.tso.review_page import page_html
-
             extra = {}
             if query_token:
                 extra["Set-Cookie"] = (f"{self.server.cookie}={self.server.token}; HttpOnly; SameSite=Strict; "
