@@ -327,3 +327,60 @@ def test_two_reviewers_conflict_is_shown_and_resolved_and_filters(run_dir, tmp_p
         assert page.eval("document.getElementById('position').textContent").endswith(f"of {len(server.items) - 1}")
         assert page.eval("document.getElementById('progress').textContent").startswith(
             f"decided 1 of {len(server.items)}")
+
+
+def test_heatmap_colours_are_the_ones_its_page_uses():
+    from tokensift.viz.heatmap import NEGATIVE_RGB, POSITIVE_RGB
+    from tokensift.viz.heatmap_template import TEMPLATE
+
+    assert f"var NEG = {list(NEGATIVE_RGB)}, POS = {list(POSITIVE_RGB)};" in TEMPLATE
+
+
+@needs_chromium
+def test_token_scores_colour_the_answers(run_dir, tmp_path, capsys):
+    """`tokensift score` over a review sheet of the run (a second tiny model as the oracle, so scores are not 0),
+    then the page with token_scores=DIR: pressing t colours A's and B's tokens with the heatmap's colours."""
+    from tokensift.cli import main
+    from tokensift.scores import load_scores
+    from tokensift.tso.loop import export_review
+    from tokensift.tso.pairs import Pair
+    from tokensift.tso.review_scores import review_token_scores
+    from tokensift.viz.heatmap import NEGATIVE_RGB, POSITIVE_RGB
+
+    oracle = tmp_path / "oracle"
+    build_model(len(build_tokenizer()), seed=1).save_pretrained(oracle, safe_serialization=True)
+    build_tokenizer().save_pretrained(oracle)
+    sheet = tmp_path / "sheet.jsonl"
+    export_review(build(ReviewConfig, recorded_run_settings(run_dir)), str(sheet), include_decided=True)
+    scores = tmp_path / "scores"
+    assert main(["score", f"data={sheet}", "columns=chosen=chosen_text,rejected=rejected_text", f"oracle={oracle}",
+                 f"reference={run_dir.parent / 'tiny-model'}", f"output_dir={scores}", "max_length=64",
+                 "max_prompt_length=48", "progress=false"]) == 0
+    _, records = load_scores(scores)
+    rows = [json.loads(x) for x in sheet.read_text().splitlines()]
+    pairs = {p.pair_id: p for p in (Pair.from_row(r) for r in map(json.loads, (run_dir / "round-01" / "judged.jsonl")
+                                                                   .read_text().splitlines()))}
+    matched, scale, counts = review_token_scores(scores, pairs)
+    assert counts["matched"] == len(rows) == len(records) and counts["text_differs"] == 0
+    for row, record in records.items():  # each pair carries exactly its row's stored scores, side for side
+        mine = matched[rows[row]["pair_id"]]
+        assert mine["chosen"]["scores"] == pytest.approx(record["chosen_scores"].tolist())
+        assert mine["rejected"]["scores"] == pytest.approx(record["rejected_scores"].tolist())
+        assert len(mine["chosen"]["tokens"]) == len(record["chosen_ids"])
+    with serving(review_config(run_dir, tmp_path / "d.jsonl", token_scores=str(scores))) as server, \
+            Browser(tmp_path / "profile") as browser:
+        assert server.meta["token_scale"] == pytest.approx(scale) and scale > 0
+        item = server.items[0]
+        page = browser.open(server.url + f"#pair={item['id']}")
+        page.wait_for(f"document.getElementById('pairid').textContent === '{item['id']}'")
+        assert page.eval("document.querySelectorAll('#texta .tok').length") == 0  # Markdown until asked
+        page.key("t")
+        assert page.eval("document.querySelectorAll('#texta .tok').length") == len(item["a"]["tokens"])
+        assert page.eval("document.getElementById('texta').textContent") == "".join(item["a"]["tokens"])
+        shown = page.eval("[...document.querySelectorAll('#texta .tok')].map(e => getComputedStyle(e)"
+                          ".backgroundColor)")
+        for score, colour in zip(item["a"]["scores"], shown):  # the heatmap's formula, worked out here
+            t = max(-1.0, min(1.0, score / scale))
+            end = NEGATIVE_RGB if t < 0 else POSITIVE_RGB
+            assert colour == "rgb({}, {}, {})".format(*(round(255 + (v - 255) * abs(t)) for v in end))
+        assert len(set(shown)) > 1

@@ -315,6 +315,8 @@ class ReviewConfig(TSOConfig):
     host: str = option("127.0.0.1", "--serve: the interface to listen on. Anything but the loopback also needs "
                        "allow_remote=true.")
     port: int = option(8765, "--serve: the port (0 picks a free one; the URL is printed).")
+    token_scores: str | None = option(None, "--serve: a `tokensift score` folder over a review sheet of this run "
+                                      "(with its pair_id column): the page can colour each answer's tokens by them.")
     allow_remote: bool = option(False, "--serve: allow a host other than the loopback (prints a warning: anyone "
                                 "who can reach the port and has the URL's token can decide pairs).")
 

@@ -42,6 +42,12 @@ def plan_tso(config, action: str) -> Plan:
 
             raise UserError(f"host={config.host} serves the review page beyond this machine; pass "
                             "allow_remote=true as well if that is meant")
+        if config.token_scores:
+            from tokensift.scores import scores_meta
+
+            meta = scores_meta(config.token_scores)  # finished, readable: the page matches their rows at start
+            plan.add("token scores", f"{config.token_scores}: {meta.get('rows', 0):,} scored rows of "
+                     f"{meta['inputs'].get('source')}, oracle {meta.get('oracle_model')}")
         port = config.port or "(a free port)"
         plan.add("review page", f"http://{config.host}:{port}/ (its access token is printed at start); decisions "
                  f"to {default_decisions_file(config)}")

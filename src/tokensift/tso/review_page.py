@@ -4,7 +4,8 @@ HTML, CSS and JS, one self-contained document, nothing fetched from the internet
 Model text arrives as HTML that tso/markdown.py rendered after escaping it; every other string (reviewer names,
 notes, generator names) is set with textContent. The script and style carry the server's per-start nonce, the
 only ones its Content-Security-Policy lets run. Keyboard: a / b (A or B is better), d (drop: a tie or both bad),
-u (undo your last decision), j / k or the arrow keys (next / previous), v (show the judge and the prior), n (note).
+u (undo your last decision), j / k or the arrow keys (next / previous), v (show the judge and the prior), n (note),
+t (colour the answers' tokens by their scores, when the page has them: token_scores=DIR).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def _side(p_chosen: float | None, chosen_is_a: bool) -> float | None:
     return round(p_chosen if chosen_is_a else 1.0 - p_chosen, 6)
 
 
-def page_item(pair, reason: str, round_index: int, prompt, seed: int) -> dict:
-    """One pair as the page shows it. `hidden` is what the page reveals only on demand."""
+def page_item(pair, reason: str, round_index: int, prompt, seed: int, scores: dict | None = None) -> dict:
+    """One pair as the page shows it. `hidden` is what the page reveals only on demand; `scores` (tso/
+    review_scores.py: chosen / rejected -> tokens, scores) adds each side's tokens for the colour view."""
     chosen_is_a = a_is_chosen(seed, pair.pair_id)
     a, b = (pair.chosen, pair.rejected) if chosen_is_a else (pair.rejected, pair.chosen)
     orders = order_verdicts(pair.judge_detail)
@@ -45,11 +47,15 @@ def page_item(pair, reason: str, round_index: int, prompt, seed: int) -> dict:
         first, second = orders
         orders = [_side(first, True), _side(second, True)] if chosen_is_a else [_side(second, False),
                                                                                   _side(first, False)]
+    sides = {"a": {"html": render(a.text), "chars": len(a.text)}, "b": {"html": render(b.text), "chars": len(b.text)}}
+    if scores:
+        sides["a"].update(scores["chosen" if chosen_is_a else "rejected"])
+        sides["b"].update(scores["rejected" if chosen_is_a else "chosen"])
     return {
         "id": pair.pair_id, "round": round_index, "reason": reason, "reason_text": REASON_TEXT.get(reason, reason),
         "prompt": [{"role": str(m.get("role", "")), "html": render(str(m.get("content", "")))}
                    for m in prompt.messages],
-        "a": {"html": render(a.text), "chars": len(a.text)}, "b": {"html": render(b.text), "chars": len(b.text)},
+        **sides,
         "hidden": {"judge_p_a": _side(pair.judge_p, chosen_is_a), "orders_a": orders,
                    "prior_better": "a" if chosen_is_a else "b",
                    "a": {"generator": a.generator, "rank": a.prior_rank},
@@ -57,9 +63,10 @@ def page_item(pair, reason: str, round_index: int, prompt, seed: int) -> dict:
     }
 
 
-def review_items(config) -> tuple[list[dict], dict[str, bool]]:
+def review_items(config) -> tuple[list[dict], dict[str, bool], dict]:
     """Every reviewed pair of the run's judged rounds, decided or not (the page shows decisions beside them),
-    and pair_id -> whether A is the prior's chosen answer."""
+    pair_id -> whether A is the prior's chosen answer, and what the page's header needs of the token scores
+    (`token_scores=DIR`: their colour scale, the heatmap's colours, how many pairs they cover)."""
     from tokensift.tso.files import read_jsonl
     from tokensift.tso.loop import check_run_config
     from tokensift.tso.pairs import Pair
@@ -70,7 +77,7 @@ def review_items(config) -> tuple[list[dict], dict[str, bool]]:
     if not check_run_config(config):
         raise UserError(f"{run_dir} holds no TSO run yet; start one with `tokensift tso run` first")
     records = prepare_prompts(config, started=True).records
-    items, sides = [], {}
+    reviewed = {}
     for k in range(1, config.rounds + 1):
         path = run_dir / f"round-{k:02d}" / "judged.jsonl"
         if not path.exists():
@@ -78,10 +85,19 @@ def review_items(config) -> tuple[list[dict], dict[str, bool]]:
         pairs = [Pair.from_row(r) for r in read_jsonl(path)]
         reasons = review_reasons(pairs, ReviewSettings.of(config), k)
         for pair in pairs:
-            if pair.pair_id in reasons and pair.pair_id not in sides:
-                items.append(page_item(pair, reasons[pair.pair_id], k, records[pair.prompt_id], config.seed))
-                sides[pair.pair_id] = a_is_chosen(config.seed, pair.pair_id)
-    return items, sides
+            if pair.pair_id in reasons and pair.pair_id not in reviewed:
+                reviewed[pair.pair_id] = (pair, reasons[pair.pair_id], k)
+    scores, extra = {}, {}
+    if config.token_scores:
+        from tokensift.tso.review_scores import review_token_scores
+        from tokensift.viz.heatmap import NEGATIVE_RGB, POSITIVE_RGB
+
+        scores, scale, counts = review_token_scores(config.token_scores, {p: v[0] for p, v in reviewed.items()})
+        extra = {"token_scale": scale, "token_colours": {"negative": NEGATIVE_RGB, "positive": POSITIVE_RGB},
+                 "token_counts": counts}
+    items = [page_item(pair, reason, k, records[pair.prompt_id], config.seed, scores.get(pair_id))
+             for pair_id, (pair, reason, k) in reviewed.items()]
+    return items, {pair_id: a_is_chosen(config.seed, pair_id) for pair_id in reviewed}, extra
 
 
 PAGE = """<!doctype html>
@@ -132,6 +148,9 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
 #status kbd { color: var(--ink); }
 .pairid { font: 12px ui-monospace, monospace; color: var(--muted); }
 #done { padding: 40px; text-align: center; color: var(--muted); font-size: 18px; }
+.toks { white-space: pre-wrap; font: 13px/1.7 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+.tok { border-radius: 2px; } .tok.dark { color: #fff; } .tok.nan { outline: 1px dashed #999; }
+#legend { font-size: 13px; color: var(--muted); }
 [hidden] { display: none !important; }
 </style></head>
 <body>
@@ -161,6 +180,7 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
       <button id="undo"><kbd>u</kbd> undo my last</button>
       <input id="note" placeholder="optional note (n), sent with the decision" maxlength="2000">
       <button id="toggle"><kbd>v</kbd> judge &amp; prior</button>
+      <button id="colours" hidden><kbd>t</kbd> token scores</button> <span id="legend" hidden></span>
     </div>
     <div id="current"></div>
     <div id="reveal" hidden></div>
@@ -178,6 +198,7 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
   }
   var $ = function (id) { return document.getElementById(id); };
   var data = null, byId = {}, view = [], current = null, reveal = false, pending = 0, queue = Promise.resolve();
+  var colours = false;
   var reviewerBox = $("reviewer");
   reviewerBox.value = localStorage.getItem("tokensift-reviewer") || "reviewer";
   reviewerBox.addEventListener("change", function () {
@@ -255,9 +276,13 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
       role.textContent = m.role; body.innerHTML = m.html;  // server-rendered: escaped first (tso/markdown.py)
       box.appendChild(role); box.appendChild(body); prompt.appendChild(box);
     });
+    var scored = !!(p.a.tokens && p.b.tokens);
+    $("colours").hidden = !scored; $("legend").hidden = !(scored && colours);
+    if (scored) { $("legend").textContent = "blue < 0 < red, scale \u00b1" + data.meta.token_scale.toPrecision(3); }
     ["a", "b"].forEach(function (s) {
       var el = $("text" + s);
-      if (p[s].html) { el.innerHTML = p[s].html; } else { el.innerHTML = ""; var e = document.createElement("span"); e.className = "empty"; e.textContent = "(empty answer)"; el.appendChild(e); }
+      el.className = "md";
+      if (scored && colours) { tokensInto(el, p[s]); } else if (p[s].html) { el.innerHTML = p[s].html; } else { el.innerHTML = ""; var e = document.createElement("span"); e.className = "empty"; e.textContent = "(empty answer)"; el.appendChild(e); }
       var mine = state.votes.filter(function (v) { return v.reviewer === reviewer(); })[0];
       $("side" + s).className = "side" + (mine && mine.choice === s ? " picked" : "");
     });
@@ -276,6 +301,21 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
         + down.toUpperCase() + " (" + h[down].generator + ", rank " + h[down].rank + "); keep = " + up.toUpperCase() + " is better, flip = " + down.toUpperCase() + " is better");
       lines.forEach(function (t) { var d = document.createElement("div"); d.textContent = t; panel.appendChild(d); });
     }
+  }
+  function colour(s, scale) {  // the heatmap's scale: viz/heatmap.py NEGATIVE_RGB (-scale), white (0), POSITIVE_RGB
+    var t = Math.max(-1, Math.min(1, s / scale)), ends = data.meta.token_colours, a = Math.abs(t);
+    var end = t < 0 ? ends.negative : ends.positive;
+    return {bg: "rgb(" + end.map(function (v) { return Math.round(255 + (v - 255) * a); }).join(",") + ")", dark: a > 0.55};
+  }
+  function tokensInto(el, side) {
+    el.textContent = ""; el.className = "toks";
+    side.tokens.forEach(function (t, i) {
+      var sp = document.createElement("span"), s = side.scores[i];
+      sp.className = "tok"; sp.textContent = t;  // token text: never markup
+      if (s === null) { sp.classList.add("nan"); sp.title = "score nan"; }
+      else { var c = colour(s, data.meta.token_scale); sp.style.backgroundColor = c.bg; if (c.dark) { sp.classList.add("dark"); } sp.title = "score " + s.toFixed(4); }
+      el.appendChild(sp);
+    });
   }
   function move(step) {
     if (!view.length) { return; }
@@ -323,6 +363,7 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
   $("prev").onclick = function () { move(-1); };
   $("next").onclick = function () { move(1); };
   $("toggle").onclick = function () { reveal = !reveal; render(); };
+  $("colours").onclick = function () { colours = !colours; render(); };
   document.addEventListener("keydown", function (e) {
     var tag = (e.target.tagName || "").toLowerCase();
     if (tag === "input" || tag === "select" || tag === "textarea") { if (e.key === "Escape") { e.target.blur(); } return; }
@@ -331,7 +372,7 @@ kbd { font: 12px ui-monospace, monospace; border: 1px solid #ccc; border-bottom-
                "2": function () { choose("b"); }, d: function () { choose("drop"); }, "0": function () { choose("drop"); },
                u: undo, j: function () { move(1); }, ArrowRight: function () { move(1); }, k: function () { move(-1); },
                ArrowLeft: function () { move(-1); }, v: function () { reveal = !reveal; render(); },
-               n: function () { $("note").focus(); }}[e.key];
+               n: function () { $("note").focus(); }, t: function () { colours = !colours; render(); }}[e.key];
     if (act) { e.preventDefault(); act(); }
   });
   window.tsoReview = {idle: function () { return queue.then(function () { return pending; }); }};  // for tests

@@ -299,12 +299,12 @@ def open_server(config, host: str | None = None, port: int | None = None) -> Rev
     if remote and not config.allow_remote:
         raise UserError(f"host={host} serves the review page beyond this machine; pass allow_remote=true as well "
                         "if that is meant (anyone who can reach it and has the URL can decide pairs)")
-    items, sides = review_items(config)
+    items, sides, extra = review_items(config)
     decisions = default_decisions_file(config)
     journal = DecisionJournal(decisions, {i["id"]: {"review_reason": i["reason"], "round": i["round"]}
                                           for i in items})
     meta = {"run": str(config.output_dir), "decisions_file": str(decisions), "journal": str(journal_path(decisions)),
-            "rounds": sorted({i["round"] for i in items})}
+            "rounds": sorted({i["round"] for i in items}), **extra}
     try:
         return ReviewServer((host, port), items, sides, journal, meta, check_host=not remote)
     except OSError as exc:
