@@ -367,6 +367,9 @@ def test_token_scores_colour_the_answers(run_dir, tmp_path, capsys):
         assert mine["chosen"]["scores"] == pytest.approx(record["chosen_scores"].tolist())
         assert mine["rejected"]["scores"] == pytest.approx(record["rejected_scores"].tolist())
         assert len(mine["chosen"]["tokens"]) == len(record["chosen_ids"])
+    capsys.readouterr()
+    assert main(["tso", "review", "--serve", f"output_dir={run_dir}", f"token_scores={scores}", "--check"]) == 0
+    assert f"token scores      {scores}: {len(records)} scored rows of {sheet}" in capsys.readouterr().out
     with serving(review_config(run_dir, tmp_path / "d.jsonl", token_scores=str(scores))) as server, \
             Browser(tmp_path / "profile") as browser:
         assert server.meta["token_scale"] == pytest.approx(scale) and scale > 0
