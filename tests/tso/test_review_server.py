@@ -214,6 +214,8 @@ def test_sigkill_loses_no_acknowledged_decision(run_dir, tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    # the decisions file is rewritten before each answer: already complete after the kill
+    assert {k: v.decision for k, v in read_decisions(decisions).items()} == acknowledged
     # a torn line, as if the kill had hit the next append halfway
     with open(journal_path(decisions), "a") as f:
         f.write('{"seq": 16, "reviewer": "x", "pair_')
