@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
