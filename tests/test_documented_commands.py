@@ -129,6 +129,7 @@ def build_inputs(root: Path, capsys, monkeypatch) -> None:
     TSORun(load_config(TSOConfig, "configs/tso-quickstart.yaml")).begin()  # a started run for `tso review`
     review = next(words(c) for _, c in BLOCKS if c.startswith("tokensift tso review --config my.yaml"))
     tiny(review, capsys)  # its review.csv is what `tso run ... decisions=review.csv` reads
+    (root / "decisions.jsonl").write_text("")  # what `tso review --serve decisions=decisions.jsonl` writes
 
 
 def outputs(argv: list[str]) -> set[str]:

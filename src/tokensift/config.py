@@ -306,4 +306,12 @@ def split_positional(args: argparse.Namespace, field: str) -> None:
 def config_from_args(cls, args: argparse.Namespace, skip=("config", "overrides", "command", "func", "verbose"),
                      base=None):
     flags = {k: v for k, v in vars(args).items() if k not in (*skip, "check") and not k.startswith("_")}
-    return load_config(cls, args.config, args.overrides, flags, base)
+    overrides = list(getattr(args, "overrides", None) or [])
+    hints = typing.get_type_hints(cls)
+    for name, value in list(flags.items()):
+        # `--serve output_dir=X`: a bare boolean flag (nargs="?") took the key=value after it as its value
+        if (name in hints and unwrap_optional(hints[name])[0] is bool and isinstance(value, str) and "=" in value
+                and value.split("=", 1)[0].replace(".", "_").isidentifier()):
+            flags[name] = "true"
+            overrides.insert(0, value)
+    return load_config(cls, args.config, overrides, flags, base)

@@ -3,6 +3,7 @@
     tokensift tso run      --config configs/tso-quickstart.yaml   # everything: matrix, rounds, evaluation
     tokensift tso generate --config ...                           # only the fixed cells of the model matrix
     tokensift tso review   --config ... [--review-file FILE.csv]  # pairs for people to decide, with the reason
+    tokensift tso review   --config ... --serve                   # the same pairs as a local web page
 
 All three read the same config (TSOConfig; defaults < the settings the run in output_dir recorded when it started <
 --config file < --options < key=value overrides), so they always agree on the run folder, the prompts and the
@@ -86,6 +87,10 @@ def cmd_review(args) -> int:
     config = load(ReviewConfig, args, need_run=True)
     if (code := check(args, config, "review")) is not None:
         return code
+    if config.serve:
+        from tokensift.tso.review_server import serve
+
+        return serve(config)
     path, count = export_review(config, config.review_file, config.include_decided)
     print(f"[tso] {count} pairs for review written to {path} (review_reason: disagreement, inconsistent, ambiguous "
           f"or audit); fill in 'decision' (keep, flip or drop), then rerun with decisions={path}")
@@ -102,7 +107,8 @@ def add_tso_actions(tso: argparse.ArgumentParser) -> None:
         ("run", cmd_run, TSOConfig, "Run everything: matrix, K rounds (generate, judge, correct, train), evaluation."),
         ("generate", cmd_generate, TSOConfig, "Generate the fixed cells of the model matrix (resumable)."),
         ("review", cmd_review, ReviewConfig, "Export the pairs for human review (confident disagreements, inconsistent "
-         "and ambiguous verdicts, an audit sample) in the decisions-file format."),
+         "and ambiguous verdicts, an audit sample) in the decisions-file format, or with --serve as a local web "
+         "page that writes the decisions file."),
     ):
         parser = actions.add_parser(name, help=help_text, description=help_text)
         add_config_options(parser, cls)

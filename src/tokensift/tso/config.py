@@ -304,8 +304,23 @@ class TSOConfig(HubArgs):
 
 @dataclass
 class ReviewConfig(TSOConfig):
-    CLI_EXAMPLE = "output_dir=runs/tso review_file=review.csv"
+    CLI_EXAMPLE = "output_dir=runs/tso review_file=review.csv serve=false port=8765"
 
     review_file: str | None = option(None, "Where to write the pairs for review (.jsonl or .csv; default "
                                      "output_dir/review.jsonl). Fill in 'decision' and pass it as decisions=FILE.")
     include_decided: bool = option(False, "Also export reviewed pairs that already have a decision in the decisions file.")
+    serve: bool = option(False, "Serve the reviewed pairs as a local web page instead of writing a sheet: one pair "
+                         "per screen, keyboard decisions, written to the decisions file (decisions=FILE, default "
+                         "output_dir/decisions.jsonl) as they are made. See docs/tso.md, 'Review in the browser'.")
+    host: str = option("127.0.0.1", "--serve: the interface to listen on. Anything but the loopback also needs "
+                       "allow_remote=true.")
+    port: int = option(8765, "--serve: the port (0 picks a free one; the URL is printed).")
+    token_scores: str | None = option(None, "--serve: a `tokensift score` folder over a review sheet of this run "
+                                      "(with its pair_id column): the page can colour each answer's tokens by them.")
+    allow_remote: bool = option(False, "--serve: allow a host other than the loopback (prints a warning: anyone "
+                                "who can reach the port and has the URL's token can decide pairs).")
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"port must lie in [0, 65535], got {self.port}")

@@ -201,9 +201,11 @@ def round_corrections(run: TSORun, k: int, folder: Path, pairs: list[Pair]) -> d
     result = correct_pairs(pairs, run.prompts.records, reasons, decisions, config.unresolved, config.consistent_only)
     if result.unresolved:
         raise ReviewNeeded(
-            f"round {k}: {len(result.unresolved)} reviewed pairs need a human decision (unresolved=stop). Write "
-            f"them out with `tokensift tso review --config ...` (or edit {folder / 'review.jsonl'}), fill in "
-            "'decision' (keep, flip or drop), pass the file as decisions=FILE and rerun: the run continues here.")
+            f"round {k}: {len(result.unresolved)} reviewed pairs need a human decision (unresolved=stop). Decide "
+            f"them in the browser: `tokensift tso review --serve output_dir={config.output_dir}` opens the review "
+            "page and writes the decisions file it names; or write a sheet with `tokensift tso review "
+            f"output_dir={config.output_dir} review_file=review.csv` and fill in 'decision' (keep, flip or drop). "
+            "Pass the file as decisions=FILE and rerun: the run continues here.")
     if config.scaled_margin > 0:
         for row in result.train_rows:
             row[MARGIN_COLUMN] = scaled_margin(row, config.scaled_margin, config.margin_by)

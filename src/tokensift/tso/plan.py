@@ -34,6 +34,23 @@ def plan_tso(config, action: str) -> Plan:
     if config.decisions:
         decided = read_decisions(config.decisions)
         plan.add("decisions", f"{config.decisions}: {len(decided):,} human decisions")
+    if action == "review" and getattr(config, "serve", False):
+        from tokensift.tso.review_server import default_decisions_file, is_loopback
+
+        if not is_loopback(config.host) and not config.allow_remote:
+            from tokensift.errors import UserError
+
+            raise UserError(f"host={config.host} serves the review page beyond this machine; pass "
+                            "allow_remote=true as well if that is meant")
+        if config.token_scores:
+            from tokensift.scores import scores_meta
+
+            meta = scores_meta(config.token_scores)  # finished, readable: the page matches their rows at start
+            plan.add("token scores", f"{config.token_scores}: {meta.get('rows', 0):,} scored rows of "
+                     f"{meta['inputs'].get('source')}, oracle {meta.get('oracle_model')}")
+        port = config.port or "(a free port)"
+        plan.add("review page", f"http://{config.host}:{port}/ (its access token is printed at start); decisions "
+                 f"to {default_decisions_file(config)}")
     if action == "run":
         check_hub(config)
         plan.add("rounds", f"{config.rounds} (dual-clip training in round-XX/train, output_dir {Path(config.output_dir)})")

@@ -79,6 +79,10 @@ __all__ = ["render_heatmap", "heatmap_html", "notebook_html", "oracle_margin", "
 #: Colour saturates at this quantile of |score|, not at the max: one outlier
 #: token would otherwise wash every other token out to near-white.
 DEFAULT_SCALE_QUANTILE = 0.95
+#: The colour of a score at -scale and at +scale (white at 0); the page's JS (heatmap_template NEG/POS) and
+#: the TSO review page (tso/review_page.py) use these.
+NEGATIVE_RGB = (33, 102, 172)
+POSITIVE_RGB = (178, 24, 43)
 #: ``scale=`` values: one colour scale for every pair on the page, or one per pair.
 SCALE_MODES = ("global", "pair")
 JSON_VERSION = 2
