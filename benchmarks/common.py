@@ -94,15 +94,38 @@ def preference_examples(n: int, source: str | None = None, sample_seed: int | No
     return random.Random(sample_seed).sample(examples, min(n, len(examples)))
 
 
-def run_child(script: Path, args: list[str], timeout: int = 3600) -> dict:
-    """Run `script --child ...` in a fresh interpreter; it prints one JSON line starting with RESULT."""
+def run_child(script: Path, args: list[str], timeout: int = 3600, memory_limit_gb: float | None = None) -> dict:
+    """Run `script --child ...` in a fresh interpreter; it prints one JSON line starting with RESULT.
+
+    `memory_limit_gb` caps the child's address space (RLIMIT_AS): past it an allocation fails inside the child
+    (torch raises, `out_of_memory` recognises it) instead of the machine's out-of-memory killer picking a victim."""
     env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"), TOKENIZERS_PARALLELISM="false")
+
+    def limit():
+        import resource
+
+        size = int(memory_limit_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
     proc = subprocess.run([sys.executable, str(script), "--child", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, preexec_fn=limit if memory_limit_gb else None)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     raise RuntimeError(f"child {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+OUT_OF_MEMORY = ("can't allocate memory", "DefaultCPUAllocator", "CUDA out of memory", "OutOfMemoryError",
+                 "MemoryError", "std::bad_alloc", "Cannot allocate memory")
+
+
+def out_of_memory(error: str) -> str:
+    """A failed child's error in one line: "out of memory (...)" when it was, else its last line."""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if any(marker in line for marker in OUT_OF_MEMORY):
+            return "out of memory (" + line.strip()[:160] + ")"
+    return lines[-1][:200] if lines else "failed"
 
 
 def emit(result: dict) -> None:

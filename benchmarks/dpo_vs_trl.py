@@ -2,6 +2,7 @@
 
     python benchmarks/dpo_vs_trl.py                          # default model, fp32 on CPU
     python benchmarks/dpo_vs_trl.py --steps 6 --batch-size 8 --max-length 256 --dtype bfloat16   # on a GPU
+    python benchmarks/dpo_vs_trl.py --model shape:qwen2.5-0.5b --max-length 1024 --batch-size 4 --steps 3  # shapes.py
 
 Same model, same pairs (the first steps x batch pairs of the HH-RLHF file), same batch (pairs per step), same
 max length, one epoch over exactly those pairs, each contender in its own process:
@@ -14,19 +15,23 @@ max length, one epoch over exactly those pairs, each contender in its own proces
 - trl, no checkpointing: the same with gradient_checkpointing=False, for a like-for-like engine comparison;
 - trl, precomputed reference: precompute_ref_log_probs=True (both caching).
 Throughput is pairs/s converted to tokens/s with one token count of the same pairs for every contender, so the
-ratios are exact ratios of time per pair. Targets: padding-free >= 1.3x the pair rows; >= 5x TRL as shipped, peak
+ratios are exact ratios of time per pair. Peak memory is reported whole and above the training state (weights,
+gradients and AdamW's moments, the same for every trainer: `shapes.training_state_mb`) and the process's own
+memory before the model loads. Targets: padding-free >= 1.3x the pair rows; >= 5x TRL as shipped, peak
 memory <= 0.6x TRL's as shipped (issue 13); >= 1.2x TRL with both caching.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PeakMemory, emit, machine, median, preference_examples, run_child  # noqa: E402
+from common import PeakMemory, emit, out_of_memory, machine, median, preference_examples, run_child  # noqa: E402
+from shapes import parameters_of, resolve, training_state_mb  # noqa: E402
 
 CONTENDERS = ("tokensift", "tokensift_pair_rows", "tokensift_ckpt", "trl_shipped", "trl_no_ckpt", "trl_precompute")
 
@@ -42,7 +47,6 @@ def pair_tokens(args) -> tuple[list, int]:
 
 
 def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "auto") -> dict:
-    import json
 
     from tokensift.train.config import TrainConfig
     from tokensift.train.loop import Trainer
@@ -70,7 +74,8 @@ def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "a
             t = time.perf_counter()
             trainer.train_step(step)
             times.append(time.perf_counter() - t)
-    return {"step_s": median(times[1:]), "steps": len(times), "cache_s": cache_s, "peak_mb": mem.peak}
+    return {"step_s": median(times[1:]), "steps": len(times), "cache_s": cache_s, "peak_mb": mem.peak,
+            "base_mb": mem.base}
 
 
 def run_trl(args, examples, variant: str) -> dict:
@@ -119,7 +124,8 @@ def run_trl(args, examples, variant: str) -> dict:
                              callbacks=[timer])
         setup_s = time.perf_counter() - t0
         trainer.train()
-    return {"step_s": median(timer.times[1:]), "steps": len(timer.times), "cache_s": setup_s, "peak_mb": mem.peak}
+    return {"step_s": median(timer.times[1:]), "steps": len(timer.times), "cache_s": setup_s, "peak_mb": mem.peak,
+            "base_mb": mem.base}
 
 
 def child(args) -> None:
@@ -129,8 +135,10 @@ def child(args) -> None:
                                packing="pairs" if args.contender == "tokensift_pair_rows" else "auto")
     else:
         result = run_trl(args, examples, args.contender)
+    state = training_state_mb(parameters_of(args.model), args.dtype)
     result.update(contender=args.contender, tokens_per_step=tokens / args.steps,
-                  tokens_per_s=tokens / args.steps / result["step_s"])
+                  tokens_per_s=tokens / args.steps / result["step_s"], state_mb=state,
+                  above_state_mb=result["peak_mb"] - result["base_mb"] - state)
     emit(result)
 
 
@@ -148,7 +156,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--out", default="/tmp/tokensift-bench-trl")
+    parser.add_argument("--memory-limit-gb", type=float, default=None,
+                        help="Address-space limit of each contender's process: past it an allocation fails and the "
+                             "contender is reported out of memory instead of the machine swapping or killing.")
     args = parser.parse_args()
+    shape, args.model = args.model, resolve(args.model)
     if args.child:
         return child(args)
     common = ["--model", args.model, "--dtype", args.dtype, "--batch-size", str(args.batch_size), "--max-length",
@@ -157,18 +169,33 @@ def main() -> None:
         common += ["--data", args.data]
     if args.sample_seed is not None:
         common += ["--sample-seed", str(args.sample_seed)]
-    results = {c: run_child(Path(__file__), ["--contender", c, *common]) for c in (args.only or CONTENDERS)}
-    print(f"# DPO training: tokensift vs TRL {__import__('trl').__version__} DPOTrainer, {args.model} {args.dtype}, "
+    results = {}
+    for c in args.only or CONTENDERS:
+        try:
+            results[c] = run_child(Path(__file__), ["--contender", c, *common], memory_limit_gb=args.memory_limit_gb)
+        except RuntimeError as exc:  # one contender out of memory must not lose the others' figures
+            results[c] = {"error": out_of_memory(str(exc))}
+            print(f"{c}: {results[c]['error']}", flush=True)
+    print(f"# DPO training: tokensift vs TRL {__import__('trl').__version__} DPOTrainer, {shape} {args.dtype}, "
           f"batch {args.batch_size} pairs, max_length {args.max_length}, {args.steps} steps (median of steps 2..), "
           f"pairs: {'the first ones' if args.sample_seed is None else f'random, seed {args.sample_seed}'}; "
           f"{machine()}")
-    print(f"{'contender':16s}{'step s':>9s}{'tokens/s':>10s}{'peak MB':>10s}{'setup s':>10s}")
+    state = next((r["state_mb"] for r in results.values() if "state_mb" in r), float("nan"))
+    print(f"training state (weights, gradients, AdamW moments): {state:.0f} MB; "
+          f"memory limit per contender: {args.memory_limit_gb or 'none'} GB")
+    print(f"{'contender':20s}{'step s':>9s}{'tokens/s':>10s}{'peak MB':>10s}{'above state':>12s}{'setup s':>10s}")
     for name, r in results.items():
-        print(f"{name:16s}{r['step_s']:9.2f}{r['tokens_per_s']:10.0f}{r['peak_mb']:10.0f}{r['cache_s']:10.1f}")
+        if "error" in r:
+            print(f"{name:20s} {r['error']}")
+            continue
+        print(f"{name:20s}{r['step_s']:9.2f}{r['tokens_per_s']:10.0f}{r['peak_mb']:10.0f}{r['above_state_mb']:12.0f}"
+              f"{r['cache_s']:10.1f}")
+    results = {k: v for k, v in results.items() if "error" not in v}
     if "tokensift" in results and "tokensift_pair_rows" in results:
         ours, rows = results["tokensift"], results["tokensift_pair_rows"]
         print(f"tokensift/tokensift_pair_rows: throughput {ours['tokens_per_s'] / rows['tokens_per_s']:.2f}x "
               f"(target >= 1.3), peak memory {ours['peak_mb'] / rows['peak_mb']:.2f}x")
+    print("JSON " + json.dumps(results))
     for mine in ("tokensift", "tokensift_ckpt"):
         if mine not in results:
             continue
@@ -180,7 +207,8 @@ def main() -> None:
                 goal = f" (target >= {target})" if target else ""
                 bound = f" (target <= {memory})" if memory else ""
                 print(f"{mine}/{name}: throughput {ours['tokens_per_s'] / r['tokens_per_s']:.2f}x{goal}, "
-                      f"peak memory {ours['peak_mb'] / r['peak_mb']:.2f}x{bound}")
+                      f"peak memory {ours['peak_mb'] / r['peak_mb']:.2f}x{bound}, above the training state "
+                      f"{ours['above_state_mb'] / r['above_state_mb']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PeakMemory, device, emit, machine, preference_examples, run_child, sync  # noqa: E402
+from shapes import resolve  # noqa: E402
 
 
 def throughput(args) -> None:
@@ -60,7 +61,7 @@ def throughput(args) -> None:
             sync()
             timings[name].append(time.perf_counter() - t0)
     best = {k: min(v) for k, v in timings.items()}
-    print(f"# scoring throughput, {args.model} {args.dtype}, {len(pairs)} pairs ({tokens} tokens incl. the prompt "
+    print(f"# scoring throughput, {args.shape} {args.dtype}, {len(pairs)} pairs ({tokens} tokens incl. the prompt "
           f"twice), batch {args.batch_size}, max_length {args.max_length}; best of {args.repeats}; {machine()}")
     for name, seconds in best.items():
         print(f"{name:8s} {seconds:8.2f} s  {tokens / seconds:8.0f} tokens/s")
@@ -122,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("mode", choices=("throughput", "scaling"))
-    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="A model, alias or shape:NAME (shapes.py).")
     parser.add_argument("--data", default=None)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--pairs", type=int, default=64)
@@ -133,8 +134,10 @@ def main() -> None:
     parser.add_argument("--size", type=int)
     parser.add_argument("--out", default="/tmp/tokensift-bench-score")
     args = parser.parse_args()
+    shape, args.model = args.model, resolve(args.model)
     if args.child:
         return scaling_child(args)
+    args.shape = shape
     return throughput(args) if args.mode == "throughput" else scaling(args)
 
 

@@ -1,14 +1,16 @@
 """The LM-head-at-selected-positions path equals the full-logits path, values and gradients."""
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import build_model
 from tokensift.data.collate import collate_pairs
 from tokensift.data.example import PreferenceExample
 from tokensift.data.tokenize import tokenize_examples
-from tokensift.logprobs import ChunkedHeadLogProbs, full_logits_logps, needed_length, token_logps
-import tokensift.logprobs as logprobs_module
+from tokensift.head import ChunkedHeadLogProbs, blocks
+from tokensift.logprobs import full_logits_logps, needed_length, token_logps
+import tokensift.head as head_module
 
 
 def make_batch(tokenizer):
@@ -50,9 +52,11 @@ def test_small_chunks_give_same_result(tokenizer, monkeypatch):
     model = build_model(len(tokenizer), seed=3)
     batch = make_batch(tokenizer)
     ref = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask).logps
-    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", len(tokenizer) * 3)  # 3 rows per chunk
+    monkeypatch.setattr(head_module, "ROW_BLOCK", 5)
+    monkeypatch.setattr(head_module, "CHUNK_ELEMENTS", 5 * 150)  # blocks of 5 positions x slices of 150 ids
+    assert blocks(int(batch.response_mask.sum()), len(tokenizer)) == (5, 150) and len(tokenizer) > 2 * 150
     chunked = token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask).logps
-    assert torch.allclose(ref, chunked, atol=1e-6)
+    assert torch.allclose(ref, chunked, atol=1e-5)
 
 
 def test_needed_length_cuts_after_last_read_label():
@@ -69,7 +73,7 @@ def capped_log_softmax(hidden, weight, bias, scale, softcap):
 
 def test_chunked_function_with_scale_softcap_and_kl(monkeypatch):
     torch.manual_seed(0)
-    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", 2 * 11)  # 2 rows per chunk
+    monkeypatch.setattr(head_module, "CHUNK_ELEMENTS", 2 * 11)  # 2 whole-vocabulary rows per block
     m, h, v = 7, 5, 11
     hidden = torch.randn(m, h, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(v, h, dtype=torch.float64, requires_grad=True)
@@ -92,6 +96,40 @@ def test_chunked_function_with_scale_softcap_and_kl(monkeypatch):
     ((expected_logp * g1).sum() + (expected_kl * g2).sum()).backward()
     for a, t in zip(got, (hidden, weight, bias)):
         assert torch.allclose(a, t.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("row_block,chunk", [(3, 3 * 4), (2, 2 * 11), (100, 100 * 11)])
+def test_sliced_head_with_scale_softcap_and_bias_equals_full_vocabulary(monkeypatch, row_block, chunk):
+    """Blocks of positions x slices of the vocabulary (the path without KL), against log_softmax over all ids."""
+    torch.manual_seed(1)
+    monkeypatch.setattr(head_module, "ROW_BLOCK", row_block)
+    monkeypatch.setattr(head_module, "CHUNK_ELEMENTS", chunk)
+    m, h, v = 7, 5, 11
+    hidden = torch.randn(m, h, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(v, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 10, 3, 4, 10, 7, 1])  # the first and last ids of the vocabulary among them
+    g = torch.randn(m, dtype=torch.float64)
+    logp, kl, _ = ChunkedHeadLogProbs.apply(hidden, weight, bias, targets, 1.7, 3.0, None, None, None)
+    (logp * g).sum().backward()
+    got = [t.grad.clone() for t in (hidden, weight, bias)]
+    for t in (hidden, weight, bias):
+        t.grad = None
+    expected = capped_log_softmax(hidden, weight, bias, 1.7, 3.0).gather(1, targets[:, None]).squeeze(1)
+    assert torch.allclose(logp.double(), expected, atol=1e-6)
+    assert torch.equal(kl, torch.zeros_like(kl))
+    (expected * g).sum().backward()
+    for a, t in zip(got, (hidden, weight, bias)):
+        assert torch.allclose(a, t.grad, atol=1e-5)
+
+
+def test_blocks_bound_the_buffer_at_any_vocabulary():
+    for positions in (1, 300, 4096, 20000):
+        for vocab in (49152, 151936, 262144):
+            rows, width = blocks(positions, vocab)
+            assert rows * width <= head_module.CHUNK_ELEMENTS
+            assert rows == min(positions, head_module.ROW_BLOCK)
+    assert blocks(300, 49152) == (300, 49152)  # a short batch at a small vocabulary: one slice, as before
 
 
 def test_tdpo_kl_matches_explicit_distributions(tokenizer):

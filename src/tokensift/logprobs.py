@@ -3,8 +3,8 @@
 A causal LM's cost splits into the backbone (every position) and the LM head (a `hidden x vocab` matmul plus
 a log-softmax per position). DPO reads only response positions and SePO only its ~30% selected key tokens, so
 we run the backbone, gather the hidden states at the positions some loss reads (`data/positions.py` gives
-them), and project only those, in chunks, through `ChunkedHeadLogProbs`: it keeps per-row log-normalisers,
-never a `[tokens, vocab]` tensor for the whole batch, and recomputes a chunk's logits in the backward pass.
+them), and project only those through `head.ChunkedHeadLogProbs`: blocks of positions and slices of the
+vocabulary, never a `[tokens, vocab]` tensor, the logits recomputed in the backward pass.
 The same pass can also return the per-position KL(reference || policy) that TDPO needs, from the reference's
 hidden states, again without storing full-vocabulary logits.
 
@@ -16,7 +16,6 @@ Two exact shortcuts, both covered by tests against the full-logits path:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -30,42 +29,7 @@ from tokensift.attention import (
 )
 from tokensift.data.collate import collate_pairs
 from tokensift.data.positions import gather_indices, packed_layout, packed_pair_indices
-
-CHUNK_ELEMENTS = 1 << 23  # logits elements per chunk (32 MB in float32): bounds the head's memory
-
-
-@dataclass
-class Head:
-    weight: torch.Tensor  # [V, H]
-    bias: torch.Tensor | None
-    scale: float = 1.0  # logit multiplier some models use (Cohere, Granite ...)
-    softcap: float | None = None  # Gemma-2 style tanh soft-capping
-
-
-def unwrap(model):
-    """The transformers model under PEFT / accelerate wrappers."""
-    if hasattr(model, "module"):  # DistributedDataParallel
-        model = model.module
-    if hasattr(model, "get_base_model"):  # peft.PeftModel
-        model = model.get_base_model()
-    return model
-
-
-def model_head(model) -> Head:
-    inner = unwrap(model)
-    head = inner.get_output_embeddings()
-    config = text_config(inner)
-    # Models that scale their logits: Cohere (logit_scale), Falcon-H1 (lm_head_multiplier) multiply; Granite
-    # divides by logits_scaling, HyperCLOVA X multiplies by it.
-    scale = getattr(config, "logit_scale", None)
-    if scale is None:
-        scale = getattr(config, "lm_head_multiplier", None)
-    if scale is None and getattr(config, "logits_scaling", None) is not None:
-        scale = config.logits_scaling if config.model_type == "hyperclovax" else 1.0 / config.logits_scaling
-    scale = 1.0 if scale is None else scale
-    softcap = getattr(config, "final_logit_softcapping", None)
-    return Head(head.weight, head.bias, float(scale), softcap)
-
+from tokensift.head import ChunkedHeadLogProbs, model_head, unwrap
 
 def backbone_hidden(model, input_ids: torch.Tensor, attention_mask=None, position_ids=None) -> torch.Tensor:
     """Last hidden states `[N, T, H]` of a right-padded batch (no attention mask needed, see module doc)."""
@@ -149,104 +113,6 @@ def packed_hidden(model, packed, hidden_pos: torch.Tensor, rows: torch.Tensor, v
     with own_attention(unwrap(model), positions, branch, segment):
         hidden = backbone_hidden(model, input_ids, torch.ones_like(input_ids), positions)
     return hidden[rows, hidden_pos]
-
-
-def _logits(hidden: torch.Tensor, head: Head) -> torch.Tensor:
-    z = hidden @ head.weight.t()
-    if head.bias is not None:
-        z = z + head.bias
-    z = z.float()
-    if head.scale != 1.0:
-        z = z * head.scale
-    if head.softcap:
-        z = torch.tanh(z / head.softcap) * head.softcap
-    return z
-
-
-def _chunk_rows(vocab: int) -> int:
-    return max(1, CHUNK_ELEMENTS // max(1, vocab))
-
-
-class ChunkedHeadLogProbs(torch.autograd.Function):
-    """log softmax(head(h))[target] for M gathered positions, chunked, with an optional TDPO KL term.
-
-    forward(hidden [M, H], weight [V, H], bias [V] | None, targets [M], scale, softcap,
-            ref_hidden [M, H] | None, ref_weight | None, ref_bias | None) -> (logps, kl, ref_logps), each [M]
-    kl[m] = KL(ref(.|s_m) || policy(.|s_m)) over the vocabulary and ref_logps[m] the reference's log-prob of
-    the target (both zeros when no reference is given).
-    Gradients reach hidden, weight and bias only; the reference is constant.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, scale, softcap, ref_hidden, ref_weight, ref_bias):
-        head = Head(weight, bias, scale, softcap)
-        ref_head = Head(ref_weight, ref_bias, scale, softcap) if ref_hidden is not None else None
-        rows = _chunk_rows(weight.shape[0])
-        logps = hidden.new_empty(hidden.shape[0], dtype=torch.float32)
-        log_norm = torch.empty_like(logps)
-        kl = torch.zeros_like(logps)
-        ref_logps = torch.zeros_like(logps)
-        for start in range(0, hidden.shape[0], rows):
-            end = start + rows
-            z = _logits(hidden[start:end], head)
-            lse = torch.logsumexp(z, dim=-1)
-            log_norm[start:end] = lse
-            logps[start:end] = z.gather(1, targets[start:end, None].long()).squeeze(1) - lse
-            if ref_head is not None:
-                ref_logp = torch.log_softmax(_logits(ref_hidden[start:end], ref_head), dim=-1)
-                kl[start:end] = (ref_logp.exp() * (ref_logp - (z - lse[:, None]))).sum(-1)
-                ref_logps[start:end] = ref_logp.gather(1, targets[start:end, None].long()).squeeze(1)
-        ctx.save_for_backward(hidden, weight, bias, targets, log_norm, ref_hidden, ref_weight, ref_bias)
-        ctx.scale, ctx.softcap = scale, softcap
-        ctx.mark_non_differentiable(ref_logps)
-        return logps, kl, ref_logps
-
-    @staticmethod
-    def backward(ctx, grad_logps, grad_kl, _grad_ref):
-        hidden, weight, bias, targets, log_norm, ref_hidden, ref_weight, ref_bias = ctx.saved_tensors
-        head = Head(weight, bias, ctx.scale, ctx.softcap)
-        ref_head = Head(ref_weight, ref_bias, ctx.scale, ctx.softcap) if ref_hidden is not None else None
-        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        grad_hidden = torch.zeros_like(hidden) if need_h else None
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        grad_bias = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
-        rows = _chunk_rows(weight.shape[0])
-        for start in range(0, hidden.shape[0], rows):
-            end = start + rows
-            h = hidden[start:end]
-            z = _logits(h, head)
-            cap = 1 - (z / ctx.softcap) ** 2 if ctx.softcap else None  # the soft-cap's derivative, before z goes
-            # d logp[target] / dz = onehot - p ;  d KL(ref || p) / dz = p - p_ref. The probabilities and then the
-            # gradient are built in the logits' own storage: one [rows, vocab] buffer per chunk, not four.
-            gz = z.sub_(log_norm[start:end, None]).exp_()
-            g = grad_logps[start:end, None]
-            if ref_head is not None and grad_kl is not None:
-                g_kl = grad_kl[start:end, None]
-                ref_probs = torch.softmax(_logits(ref_hidden[start:end], ref_head), dim=-1)
-                gz.mul_(g_kl - g).sub_(ref_probs.mul_(g_kl))
-            else:
-                gz.mul_(-g)
-            gz.scatter_add_(1, targets[start:end, None].long(), g)
-            # chain rule through the soft-cap and the scale back to the raw projection
-            if cap is not None:
-                gz.mul_(cap)
-            if ctx.scale != 1.0:
-                gz.mul_(ctx.scale)
-            gz = gz.to(weight.dtype)
-            if need_h:
-                grad_hidden[start:end] = gz @ weight
-            if need_w:
-                if gz.dtype == torch.float32 and h.dtype == torch.float32:
-                    grad_weight.addmm_(gz.t(), h)  # accumulate in place: no second [vocab, hidden] buffer
-                else:
-                    grad_weight += (gz.t() @ h).float()
-            if need_b:
-                grad_bias += gz.float().sum(0)
-        if need_w:
-            grad_weight = grad_weight.to(weight.dtype)
-        if need_b:
-            grad_bias = grad_bias.to(bias.dtype)
-        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None, None
 
 
 class TokenLogps(NamedTuple):

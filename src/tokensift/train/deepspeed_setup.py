@@ -60,7 +60,7 @@ def register_head(wrapper, model) -> None:
     """Under ZeRO-3, let the module accelerate wraps gather the LM head weight (used outside the head module)."""
     from deepspeed.runtime.zero import register_external_parameter
 
-    from tokensift.logprobs import unwrap
+    from tokensift.head import unwrap
 
     head = unwrap(model).get_output_embeddings()
     for param in head.parameters():
