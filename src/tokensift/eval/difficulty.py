@@ -81,3 +81,69 @@ def fit_difficulties(judged: list[Judged], ridge: float = RIDGE, tolerance: floa
             break
     values = theta[2 * n_models:]
     return {prompt: float(values[k]) for prompt, k in instructions.items()}
+
+
+def difficulties_given_weights(instruction: np.ndarray, offset: np.ndarray, slope: np.ndarray, target: np.ndarray,
+                               n_instructions: int, prior_mean: float = 0.0, prior_precision: float = 1e-3,
+                               averages: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                               average_precision: float = 1e6, tolerance: float = 1e-9,
+                               max_iterations: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Each instruction's difficulty when every model's GLM weights are known (AlpacaEval publishes them): row r
+    (a model's judged answer to instruction `instruction[r]`) has
+
+        logit P = offset[r] + slope[r] * d_instruction
+
+    where offset = w_len * tanh(std_delta_len) + w_model and slope = w_diff of that row's model. With the weights
+    fixed, every d_i is a one-parameter logistic fit (continuous targets) over the models that answered i, with a
+    normal prior N(prior_mean, 1 / prior_precision).
+
+    `averages` = (w_diff, w_model, LC) of further models (fractions): their published LC is the mean over the
+    instructions of sigmoid(w_diff * d_i + w_model), a soft constraint on the difficulties together (weight
+    average_precision on the squared gap). Noisy per-instruction estimates spread the d_i too widely, which pulls
+    strong and weak models' predicted LC towards 1/2; these averages pin the spread down.
+
+    Minimised by Gauss-Newton steps (the averages' term linearised; exact Newton without it) with step halving.
+    Returns (d, standard error of each d from the likelihood's and the prior's curvature)."""
+    n = n_instructions
+    d = np.full(n, float(prior_mean))
+
+    def parts(values: np.ndarray):
+        eta = offset + slope * values[instruction]
+        value = float(np.sum(np.logaddexp(0.0, eta) - target * eta))
+        value += 0.5 * prior_precision * float(np.sum((values - prior_mean) ** 2))
+        gap = None
+        if averages is not None:
+            a, b, lc = averages
+            gap = sigmoid(np.outer(a, values) + b[:, None]).mean(axis=1) - lc
+            value += 0.5 * average_precision * float(gap @ gap)
+        return value, eta, gap
+
+    current, eta, gap = parts(d)
+    for _ in range(max_iterations):
+        q = sigmoid(eta)
+        gradient = np.bincount(instruction, slope * (q - target), n) + prior_precision * (d - prior_mean)
+        curvature = np.bincount(instruction, slope * slope * q * (1 - q), n) + prior_precision
+        if averages is None:
+            step = -gradient / curvature
+        else:
+            a, b, _ = averages
+            p = sigmoid(np.outer(a, d) + b[:, None])
+            jacobian = a[:, None] * p * (1 - p) / n  # d LC_m / d d_i
+            gradient = gradient + average_precision * (jacobian.T @ gap)
+            hessian = np.diag(curvature) + average_precision * (jacobian.T @ jacobian)
+            step = np.linalg.solve(hessian, -gradient)
+        scale = 1.0
+        while scale > 1e-10:
+            candidate = parts(d + scale * step)
+            if candidate[0] <= current + 1e-12 * max(1.0, abs(current)):
+                break
+            scale /= 2
+        else:
+            break
+        d = d + scale * step
+        current, eta, gap = candidate
+        if np.max(np.abs(scale * step)) < tolerance:
+            break
+    q = sigmoid(offset + slope * d[instruction])
+    curvature = np.bincount(instruction, slope * slope * q * (1 - q), n) + prior_precision
+    return d, 1.0 / np.sqrt(curvature)
