@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from tokensift.eval.annotations import read_judged  # noqa: E402
-from tokensift.eval.difficulty import difficulties_given_weights  # noqa: E402
+from tokensift.eval.difficulty import difficulties_given_weights, lc_averages  # noqa: E402
 from tokensift.eval.winrate import sigmoid, standardised_length_difference  # noqa: E402
 
 BASELINE = "gpt4_1106_preview"
@@ -53,6 +53,8 @@ ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 WEIGHTS = f"src/alpaca_eval/metrics/weights/{ANNOTATOR}/length_controlled_v1/baseline_{BASELINE}.csv"
 LEADERBOARD = f"src/alpaca_eval/leaderboards/data_AlpacaEval_2/{ANNOTATOR}_leaderboard.csv"
 GAMED = (f"{BASELINE}_verbose", f"{BASELINE}_concise")
+AVERAGE_PRECISION = 1e6  # a published LC (fraction) known to about 0.001
+STATIONARITY_PRECISION = 1.0  # a model's loss gradient at its published weights: 0 up to about 1 (the L1 term)
 OUTPUT = ROOT / "src" / "tokensift" / "eval" / "alpacaeval" / "lc_inputs.csv.gz"
 COLUMNS = ["index", "instruction", "instruction_difficulty", "difficulty_se", "n_models", "baseline_length"]
 for _g in ("verbose", "concise"):
@@ -104,8 +106,8 @@ def judged_rows(files: dict[str, Path], weights: dict, order: dict[str, int], sk
         known = np.array([p in order for p in j.prompts])
         if std is None or w_diff == 0 or not known.all():
             continue
-        rows[name] = {"instruction": np.array([order[p] for p in j.prompts]),
-                      "offset": w_len * np.tanh(std) + w_model, "slope": np.full(len(j), w_diff),
+        rows[name] = {"instruction": np.array([order[p] for p in j.prompts]), "tanh": np.tanh(std),
+                      "weights": np.array(weights[name]), "offset": w_len * np.tanh(std) + w_model, "slope": np.full(len(j), w_diff),
                       "target": np.asarray(j.preference, dtype=np.float64)}
     return rows
 
@@ -118,51 +120,106 @@ def published_averages(weights: dict, board: dict[str, dict], leave_out=()) -> t
                    np.array([float(board[m]["length_controlled_winrate"]) / 100 for m in names]))
 
 
-def fit(rows: dict[str, dict], n: int, averages: tuple | None, leave_out=()) -> tuple[np.ndarray, np.ndarray,
-                                                                                     np.ndarray]:
+class Gamed:
+    """A gamed generator's answers in AlpacaEval's order: tanh of their standardised length difference, and either
+    the judge's preferences (`fixed`) or, without them, the GLM's expectation under its published weights."""
+
+    def __init__(self, name: str, length: np.ndarray, baseline_length: np.ndarray, weights: tuple,
+                 fixed: np.ndarray | None):
+        self.name, self.length, self.fixed = name, length, fixed
+        self.tanh = np.tanh(standardised_length_difference(length, baseline_length))
+        self.weights = np.array(weights)
+
+    def preference(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(preferences, their derivative in d_i)."""
+        if self.fixed is not None:
+            return self.fixed, np.zeros_like(self.fixed)
+        w_len, w_diff, w_model = self.weights
+        p = sigmoid(w_len * self.tanh + w_diff * d + w_model)
+        return p, w_diff * p * (1 - p)
+
+
+def stationarity(rows: dict[str, dict], gamed: list[Gamed], n: int, lam: float = 0.2):
+    """A constraint for difficulties_given_weights: each model's published weights minimise its own GLM's loss
+    (its rows weight 1, the gamed rows lam / 2 each, AlpacaEval's length_controlled_v1), so at the true
+    difficulties the loss's gradient in the three weights is about 0 (exactly -sign(w) / C under the L1 penalty,
+    small beside these sums). Returns d -> (the gradients of every model [3 * models], Jacobian [.., n])."""
+    models = list(rows.values())
+    position = np.arange(n)
+
+    def gradients(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values, jacobian = [], []
+        gamed_p = [g.preference(d) for g in gamed]
+        for r in models:
+            w_len, w_diff, w_model = r["weights"]
+            parts = [(r["instruction"], r["tanh"], 1.0, r["target"], 0.0, 1.0)]
+            parts += [(position, g.tanh, 0.0, p, dp, lam / len(gamed)) for g, (p, dp) in zip(gamed, gamed_p)]
+            value, block = np.zeros(3), np.zeros((3, n))
+            for where, tanh, own, target, d_target, weight in parts:
+                q = sigmoid(w_len * tanh + w_diff * d[where] + w_model * own)
+                residual, slope = weight * (q - target), weight * q * (1 - q) * w_diff
+                x = (tanh, d[where], own)
+                for k in range(3):
+                    x_k = np.broadcast_to(x[k], q.shape)
+                    value[k] += np.sum(x_k * residual)
+                    # d/d d_i of x_k (q - t): x_k (q(1-q) w_diff - dt/dd_i), plus (q - t) for the d column
+                    block[k] += np.bincount(where, x_k * (slope - weight * d_target), n)
+                block[1] += np.bincount(where, residual, n)
+            values.append(value)
+            jacobian.append(block)
+        return np.concatenate(values), np.concatenate(jacobian)
+
+    return gradients
+
+
+def fit(rows: dict[str, dict], n: int, averages: tuple | None, gamed: list[Gamed] | None = None,
+        leave_out=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(difficulties, their standard errors, how many models answered each instruction). First every d_i on its
     own (a weak prior), whose spread estimates the prior (empirical Bayes: the mean, and the variance less the
-    mean squared standard error); then again under that prior with the published LCs as averages."""
-    used = [r for name, r in rows.items() if name not in leave_out]
-    stack = {k: np.concatenate([r[k] for r in used]) for k in ("instruction", "offset", "slope", "target")}
+    mean squared standard error); then again under that prior with the published LCs as averages and, with
+    `gamed`, every model's published weights as the optimum of its own GLM (stationarity)."""
+    used = {name: r for name, r in rows.items() if name not in leave_out}
+    stack = {k: np.concatenate([r[k] for r in used.values()]) for k in ("instruction", "offset", "slope", "target")}
     args = (stack["instruction"], stack["offset"], stack["slope"], stack["target"], n)
     first, first_se = difficulties_given_weights(*args)
     variance = max(float(first.var() - np.mean(first_se ** 2)), 0.1)
+    constraints = [] if averages is None else [(lc_averages(*averages), AVERAGE_PRECISION)]
+    if gamed:
+        constraints.append((stationarity(used, gamed, n), STATIONARITY_PRECISION))
     d, se = difficulties_given_weights(*args, prior_mean=float(first.mean()), prior_precision=1 / variance,
-                                       averages=averages)
+                                       constraints=constraints)
     return d, se, np.bincount(stack["instruction"], minlength=n)
 
 
-def held_out_check(rows: dict[str, dict], n: int, weights: dict, board: dict) -> np.ndarray:
+def held_out_check(rows: dict[str, dict], n: int, weights: dict, board: dict, gamed: list[Gamed]) -> np.ndarray:
     """Fit with the published LCs of every other model (by LC rank), predict the rest: the gaps in points."""
     names, (a, b, lc) = published_averages(weights, board)
     half = np.zeros(len(names), dtype=bool)
     half[np.argsort(lc)[::2]] = True
-    d, _, _ = fit(rows, n, (a[half], b[half], lc[half]))
+    d, _, _ = fit(rows, n, (a[half], b[half], lc[half]), gamed, leave_out=[m for m, h in zip(names, half) if not h])
     return 100 * (sigmoid(np.outer(a[~half], d) + b[~half, None]).mean(axis=1) - lc[~half])
 
 
-def gamed_columns(clone: Path, files: dict[str, Path], weights: dict, prompts: list[str], d: np.ndarray,
-                  baseline_length: np.ndarray) -> tuple[dict[str, np.ndarray], str]:
-    """Per gamed generator its answers' lengths and preferences in AlpacaEval's order, and where they came from."""
-    columns, origins = {}, []
-    for name, short in zip(GAMED, ("verbose", "concise")):
+def read_gamed(clone: Path, files: dict[str, Path], weights: dict, prompts: list[str],
+               baseline_length: np.ndarray) -> tuple[list[Gamed], str]:
+    """The gamed generators' answers in AlpacaEval's order (their judged preferences when the clone has their
+    annotations), and a sentence saying where the preferences come from."""
+    gamed, origins = [], []
+    for name in GAMED:
         outputs = json.loads((clone / "results" / name / "model_outputs.json").read_text(encoding="utf-8"))
         if [o["instruction"] for o in outputs] != prompts:
             raise SystemExit(f"{name}/model_outputs.json: not AlpacaEval's 805 instructions in order")
         length = np.array([len(o["output"]) for o in outputs], dtype=np.float64)
+        fixed = None
         if name in files:
             judged = [j for j in read_judged([str(files[name])])[0] if j.model == name and j.baseline == BASELINE][0]
             position = {p: k for k, p in enumerate(judged.prompts)}
-            preference = np.array([judged.preference[position[p]] for p in prompts])
+            fixed = np.array([judged.preference[position[p]] for p in prompts])
             origins.append(f"{name}: the judge's preferences (annotations.json)")
         else:
-            w_len, w_diff, w_model = weights[name]
-            std = standardised_length_difference(length, baseline_length)
-            preference = sigmoid(w_len * np.tanh(std) + w_diff * d + w_model)
             origins.append(f"{name}: GLM expectation from its published weights (annotations.json not in the clone)")
-        columns[f"{short}_length"], columns[f"{short}_preference"] = length, preference
-    return columns, "; ".join(origins)
+        gamed.append(Gamed(name, length, baseline_length, weights[name], fixed))
+    return gamed, "; ".join(origins)
 
 
 def predicted_lc(weights: dict, d: np.ndarray, board: dict[str, dict]) -> list[tuple[str, float, float]]:
@@ -212,11 +269,11 @@ def main() -> None:
     rows = judged_rows(files, weights, order)
     print(f"{len(rows)} models with annotations and published weights (of {len(weights)} weighted, "
           f"{len(files)} annotation files in the clone)")
-    held_out = np.abs(held_out_check(rows, len(prompts), weights, board))
+    gamed, origin = read_gamed(clone, files, weights, prompts, baseline_length)
+    held_out = np.abs(held_out_check(rows, len(prompts), weights, board, gamed))
     print(f"held out: difficulties fitted with half the published LCs predict the other {held_out.size} models' "
           f"LC within mean {held_out.mean():.2f}, max {held_out.max():.2f} points")
-    d, se, counts = fit(rows, len(prompts), published_averages(weights, board)[1])
-    gamed, origin = gamed_columns(clone, files, weights, prompts, d, baseline_length)
+    d, se, counts = fit(rows, len(prompts), published_averages(weights, board)[1], gamed)
     check = predicted_lc(weights, d, board)
     gaps = np.array([abs(mine - theirs) for _, mine, theirs in check])
     print(f"LC from published weights and these difficulties vs the leaderboard, {len(check)} models: mean |gap| "
@@ -246,8 +303,9 @@ def main() -> None:
     columns = {"index": list(range(len(prompts))), "instruction": prompts,
                "instruction_difficulty": [f"{v:.6f}" for v in d], "difficulty_se": [f"{v:.4f}" for v in se],
                "n_models": counts.tolist(), "baseline_length": baseline_length.astype(int).tolist()}
-    for key, values in gamed.items():
-        columns[key] = values.astype(int).tolist() if key.endswith("length") else [f"{v:.6f}" for v in values]
+    for g, short in zip(gamed, ("verbose", "concise")):
+        columns[f"{short}_length"] = g.length.astype(int).tolist()
+        columns[f"{short}_preference"] = [f"{v:.6f}" for v in g.preference(d)[0]]
     write(args.output, provenance, columns)
     print(f"wrote {args.output} ({args.output.stat().st_size} bytes)")
 

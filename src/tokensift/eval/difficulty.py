@@ -83,10 +83,20 @@ def fit_difficulties(judged: list[Judged], ridge: float = RIDGE, tolerance: floa
     return {prompt: float(values[k]) for prompt, k in instructions.items()}
 
 
+def lc_averages(w_diff: np.ndarray, w_model: np.ndarray, lc: np.ndarray):
+    """A constraint for difficulties_given_weights: models whose published LC (a fraction) is the mean over the
+    instructions of sigmoid(w_diff * d_i + w_model). Returns d -> (gaps, their Jacobian [models, instructions])."""
+
+    def gaps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = sigmoid(np.outer(w_diff, d) + w_model[:, None])
+        return p.mean(axis=1) - lc, w_diff[:, None] * p * (1 - p) / d.size
+
+    return gaps
+
+
 def difficulties_given_weights(instruction: np.ndarray, offset: np.ndarray, slope: np.ndarray, target: np.ndarray,
                                n_instructions: int, prior_mean: float = 0.0, prior_precision: float = 1e-3,
-                               averages: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                               average_precision: float = 1e6, tolerance: float = 1e-9,
+                               constraints: list | None = None, tolerance: float = 1e-9,
                                max_iterations: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """Each instruction's difficulty when every model's GLM weights are known (AlpacaEval publishes them): row r
     (a model's judged answer to instruction `instruction[r]`) has
@@ -97,40 +107,36 @@ def difficulties_given_weights(instruction: np.ndarray, offset: np.ndarray, slop
     fixed, every d_i is a one-parameter logistic fit (continuous targets) over the models that answered i, with a
     normal prior N(prior_mean, 1 / prior_precision).
 
-    `averages` = (w_diff, w_model, LC) of further models (fractions): their published LC is the mean over the
-    instructions of sigmoid(w_diff * d_i + w_model), a soft constraint on the difficulties together (weight
-    average_precision on the squared gap). Noisy per-instruction estimates spread the d_i too widely, which pulls
-    strong and weak models' predicted LC towards 1/2; these averages pin the spread down.
+    `constraints`: (function, precision) pairs; function(d) -> (values that should be 0, their Jacobian
+    [values, instructions]), added to the objective as precision / 2 * |values|^2 (e.g. lc_averages: published
+    LCs, which pin down the spread of the d_i that noisy per-instruction estimates widen).
 
-    Minimised by Gauss-Newton steps (the averages' term linearised; exact Newton without it) with step halving.
+    Minimised by Gauss-Newton steps (the constraints linearised; exact Newton without them) with step halving.
     Returns (d, standard error of each d from the likelihood's and the prior's curvature)."""
     n = n_instructions
+    constraints = constraints or []
     d = np.full(n, float(prior_mean))
 
     def parts(values: np.ndarray):
         eta = offset + slope * values[instruction]
         value = float(np.sum(np.logaddexp(0.0, eta) - target * eta))
         value += 0.5 * prior_precision * float(np.sum((values - prior_mean) ** 2))
-        gap = None
-        if averages is not None:
-            a, b, lc = averages
-            gap = sigmoid(np.outer(a, values) + b[:, None]).mean(axis=1) - lc
-            value += 0.5 * average_precision * float(gap @ gap)
-        return value, eta, gap
+        held = [function(values) for function, _ in constraints]
+        value += sum(0.5 * precision * float(g @ g) for (g, _), (_, precision) in zip(held, constraints))
+        return value, eta, held
 
-    current, eta, gap = parts(d)
+    current, eta, held = parts(d)
     for _ in range(max_iterations):
         q = sigmoid(eta)
         gradient = np.bincount(instruction, slope * (q - target), n) + prior_precision * (d - prior_mean)
         curvature = np.bincount(instruction, slope * slope * q * (1 - q), n) + prior_precision
-        if averages is None:
+        if not constraints:
             step = -gradient / curvature
         else:
-            a, b, _ = averages
-            p = sigmoid(np.outer(a, d) + b[:, None])
-            jacobian = a[:, None] * p * (1 - p) / n  # d LC_m / d d_i
-            gradient = gradient + average_precision * (jacobian.T @ gap)
-            hessian = np.diag(curvature) + average_precision * (jacobian.T @ jacobian)
+            hessian = np.diag(curvature)
+            for (g, jacobian), (_, precision) in zip(held, constraints):
+                gradient = gradient + precision * (jacobian.T @ g)
+                hessian += precision * (jacobian.T @ jacobian)
             step = np.linalg.solve(hessian, -gradient)
         scale = 1.0
         while scale > 1e-10:
@@ -141,7 +147,7 @@ def difficulties_given_weights(instruction: np.ndarray, offset: np.ndarray, slop
         else:
             break
         d = d + scale * step
-        current, eta, gap = candidate
+        current, eta, held = candidate
         if np.max(np.abs(scale * step)) < tolerance:
             break
     q = sigmoid(offset + slope * d[instruction])
