@@ -54,7 +54,7 @@ WEIGHTS = f"src/alpaca_eval/metrics/weights/{ANNOTATOR}/length_controlled_v1/bas
 LEADERBOARD = f"src/alpaca_eval/leaderboards/data_AlpacaEval_2/{ANNOTATOR}_leaderboard.csv"
 GAMED = (f"{BASELINE}_verbose", f"{BASELINE}_concise")
 AVERAGE_PRECISION = 1e6  # a published LC (fraction) known to about 0.001
-STATIONARITY_PRECISION = 1.0  # a model's loss gradient at its published weights: 0 up to about 1 (the L1 term)
+STATIONARITY_PRECISION = 10.0  # a model's loss gradient at its published weights: 0 up to about 0.3 (the L1 term)
 OUTPUT = ROOT / "src" / "tokensift" / "eval" / "alpacaeval" / "lc_inputs.csv.gz"
 COLUMNS = ["index", "instruction", "instruction_difficulty", "difficulty_se", "n_models", "baseline_length"]
 for _g in ("verbose", "concise"):
