@@ -13,7 +13,9 @@ holds:
   with the published difficulties. With them fixed, logit P(model m beats the baseline on instruction i) =
   w_len_m tanh(std_delta_len_mi) + w_model_m + w_diff_m d_i leaves one unknown per instruction, fitted over every
   model whose annotations (`results/<model>/weighted_alpaca_eval_gpt4_turbo/annotations.json`) the clone holds
-  (eval/difficulty.py: difficulties_given_weights).
+  (eval/difficulty.py: difficulties_given_weights), under an empirical-Bayes normal prior, with two soft
+  constraints: every leaderboard model's LC is the mean over instructions of sigmoid(w_diff d_i + w_model), and
+  every model's published weights are the optimum of its own GLM (the loss gradient there is about 0).
 - Gamed rows. From `results/gpt4_1106_preview_{verbose,concise}/weighted_alpaca_eval_gpt4_turbo/annotations.json`
   when the clone has them (the judge's preferences). A shallow or size-capped copy may lack them (each is over
   4 MiB); then the preference of each gamed answer is the GLM's expectation under that gamed generator's own
@@ -107,7 +109,8 @@ def judged_rows(files: dict[str, Path], weights: dict, order: dict[str, int], sk
         if std is None or w_diff == 0 or not known.all():
             continue
         rows[name] = {"instruction": np.array([order[p] for p in j.prompts]), "tanh": np.tanh(std),
-                      "weights": np.array(weights[name]), "offset": w_len * np.tanh(std) + w_model, "slope": np.full(len(j), w_diff),
+                      "weights": np.array(weights[name]), "offset": w_len * np.tanh(std) + w_model,
+                      "slope": np.full(len(j), w_diff),
                       "target": np.asarray(j.preference, dtype=np.float64)}
     return rows
 
@@ -294,7 +297,8 @@ def main() -> None:
         f"instruction_difficulty: one-parameter logistic fit per instruction over {len(rows)} models' judged answers "
         "with each model's published length_controlled_v1 weights fixed; difficulty_se from the fit's curvature",
         f"and under a normal prior (empirical Bayes) with the leaderboard's LC of {len(check)} models as soft "
-        "constraints (LC = mean over instructions of sigmoid(w_diff d + w_model))",
+        "constraints (LC = mean over instructions of sigmoid(w_diff d + w_model)), and each annotated model's "
+        "published weights as the optimum of its own GLM",
         f"gamed rows: {origin}",
         f"check: LC predicted from published weights vs the leaderboard: mean |gap| {gaps.mean():.2f}, max "
         f"{gaps.max():.2f} points; fitted with every other model's LC, the rest's within mean {held_out.mean():.2f}, "
