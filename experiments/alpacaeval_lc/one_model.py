@@ -55,6 +55,9 @@ def main() -> None:
     context = {"prompts": prompts, "baseline_length": baseline_length, "weights": weights, "board": board,
                "files": files, "rows": rebuild.judged_rows(files, weights, {p: k for k, p in enumerate(prompts)}),
                "gamed": rebuild.read_gamed(clone, files, weights, prompts, baseline_length)[0]}
+    dropped = rebuild.disagreeing(context["rows"], context["gamed"], rebuild.published_averages(weights, board)[1],
+                                  len(prompts))
+    context["rows"] = {m: r for m, r in context["rows"].items() if m not in dropped}  # as the rebuild does
     matrix = set()
     if (SHARED / "alpacaeval-leaderboard.csv").is_file():
         matrix = {line.split(",")[0] for line in (SHARED / "alpacaeval-leaderboard.csv").read_text().splitlines()[1:]}
