@@ -28,7 +28,7 @@ PLACEHOLDERS = {"D": "pairs.jsonl", "REF": "smollm2-135m-instruct", "POLICY": "s
 SKIPPED = {  # a substring of the command -> why it cannot run here
     "results/*/weighted_alpaca_eval_gpt4_turbo": "reads AlpacaEval's own annotation files (a clone of its repository)",
     "alpaca_eval/results/gpt4_1106_preview": "reads AlpacaEval's model outputs (a clone of its repository)",
-    "alpaca_eval_hub/df_gamed.csv": "reads AlpacaEval's hub files",
+    "alpaca_eval/results/claude-2/": "reads AlpacaEval's own annotation file of one model (a clone of its repository)",
     "tokensift eval generate ...": "a fragment: the options it adds to the command above",
 }
 OUTPUT_KEYS = ("output_dir", "output", "review_file", "markdown")

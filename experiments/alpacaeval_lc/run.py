@@ -11,7 +11,9 @@ files are not reachable offline. `--full DIR` reads AlpacaEval's public annotati
 `<model>.json`, copies of `results/<model>/weighted_alpaca_eval_gpt4_turbo/annotations.json` from a clone of
 tatsu-lab/alpaca_eval) and runs the same set-up on all 805 prompts: what is left between that column and the
 leaderboard comes from the difficulties and the missing regularisation, not from the prompt sample.
-Prints a Markdown table (docs/eval.md holds its output).
+Prints a Markdown table. This is the comparison from before tokensift shipped AlpacaEval's own difficulties
+(eval/alpacaeval_lc.py), kept with `difficulties=fit`; experiments/alpacaeval_lc/one_model.py compares the
+default (shipped) set-up one model at a time, and docs/eval.md holds its table.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def ours(files: list[str]) -> dict[str, dict]:
-    result = evaluate_winrates(WinrateConfig(files=files))
+    result = evaluate_winrates(WinrateConfig(files=files, difficulties="fit"))
     return {row["model"]: row for row in result["models"]}
 
 

@@ -153,3 +153,21 @@ def test_parity_on_the_alpacaeval_model_matrix(monkeypatch, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[parity] {len(outcomes)} LC win rates: {len(same)} with the same C, largest |ours - AlpacaEval| "
               f"{max(same):.4f} points; {len(ties)} cross-validation ties (gaps {', '.join(f'{g:.3f}' for g in ties)})")
+
+
+def test_parity_with_the_shipped_alpacaeval_inputs(monkeypatch, tmp_path, capsys):
+    """The 14 models of the shared dev matrix with the difficulties and gamed-baseline rows shipped with the
+    package (eval/alpacaeval_lc.py, what `eval winrate` uses by default for AlpacaEval's instructions): both
+    implementations get them (AlpacaEval through its df_gamed.csv, in its instruction order) and run
+    length_controlled_v1."""
+    from tokensift.eval import alpacaeval_lc
+
+    inputs = alpacaeval_lc.load()
+    judged, _ = read_judged([str(shared_data("alpacaeval-model-matrix.dev.jsonl.gz"))])
+    outcomes = assert_parity(monkeypatch, tmp_path, judged, inputs.instructions, inputs.difficulty, inputs.gamed,
+                             "length_controlled_v1")
+    same = [o["gap"] for o in outcomes if not o["tie"]]
+    assert len(same) >= 10
+    with capsys.disabled():
+        print(f"\n[parity, shipped inputs] {len(outcomes)} LC win rates: {len(same)} with the same C, largest "
+              f"|ours - AlpacaEval| {max(same):.4f} points; {len(outcomes) - len(same)} cross-validation ties")

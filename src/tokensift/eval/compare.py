@@ -56,8 +56,9 @@ class RunStatistics:
         w = np.ones(len(self.order)) if weights is None else weights[self.order]
         out = {name: float(np.sum(w * v) / np.sum(w)) for name, v in self.per_prompt.items()}
         if self.problem is not None:
-            coef = self.coef if weights is None else self.problem.fit(self.C, w, start=self.coef)[0]
-            out["length_controlled_winrate"] = 100 * float(np.sum(w * self.problem.predict(coef)) / np.sum(w))
+            lc = (float(self.problem.predict(self.coef).mean()) if weights is None
+                  else self.problem.resampled_lc(w, self.C, self.coef))
+            out["length_controlled_winrate"] = 100 * lc
         return out
 
 

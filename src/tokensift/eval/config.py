@@ -116,7 +116,7 @@ class GenerateEvalConfig(RunArgs, PromptArgs):
 class GLMArgs:
     """How `eval winrate` and `eval compare` read judged annotations and set up the length-controlled GLM."""
 
-    difficulties: str | None = option(None, "Published instruction difficulties: rows of instruction and instruction_difficulty, or AlpacaEval's instruction_difficulty.csv (by position) with instructions=. None: fitted across the models compared against the same baseline (docs/eval.md).")
+    difficulties: str | None = option(None, "Instruction difficulties for the LC GLM. None: AlpacaEval's own (shipped with the package, with its gamed-baseline rows) when every row answers one of AlpacaEval's 805 instructions against gpt4_1106_preview's answer, else fitted across the models compared against the same baseline (docs/eval.md). fit: always fitted across the models. A FILE: published difficulties, rows of instruction and instruction_difficulty, or AlpacaEval's instruction_difficulty.csv (by position) with instructions=.")
     instructions: str | None = option(None, "For AlpacaEval's files that give difficulties by position (instruction_difficulty.csv, df_gamed.csv): a file whose rows list AlpacaEval's 805 instructions in order (an `instruction` field), e.g. any 805-row results file of tatsu-lab/alpaca_eval.")
     gamed: list[str] = option([], "Comma list: annotations of the baseline prompted to be verbose and concise (AlpacaEval's gpt4_1106_preview_verbose and _concise), or AlpacaEval's df_gamed.csv (with instructions=, its difficulties are used too, as AlpacaEval does). They regularise the GLM towards the baseline (length_controlled_v1); none: no regularisation (length_controlled_noreg).")
     regularize_lambda: float = option(0.2, "Weight of the gamed-baseline rows relative to a model's own rows, shared among the gamed generators (AlpacaEval: 0.2).")
@@ -127,7 +127,7 @@ class GLMArgs:
     def validate_glm(self) -> None:
         if not 0 <= self.regularize_lambda:
             raise UserError(f"regularize_lambda must be 0 or more, got {self.regularize_lambda}")
-        if self.instructions and not (self.difficulties or self.gamed):
+        if self.instructions and not ((self.difficulties and self.difficulties != "fit") or self.gamed):
             raise UserError("instructions= maps published difficulties by position: set difficulties= (AlpacaEval's "
                             "instruction_difficulty.csv) or gamed= (its df_gamed.csv) too")
 

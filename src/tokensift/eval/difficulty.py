@@ -81,3 +81,75 @@ def fit_difficulties(judged: list[Judged], ridge: float = RIDGE, tolerance: floa
             break
     values = theta[2 * n_models:]
     return {prompt: float(values[k]) for prompt, k in instructions.items()}
+
+
+def lc_averages(w_diff: np.ndarray, w_model: np.ndarray, lc: np.ndarray):
+    """A constraint for difficulties_given_weights: models whose published LC (a fraction) is the mean over the
+    instructions of sigmoid(w_diff * d_i + w_model). Returns d -> (gaps, their Jacobian [models, instructions])."""
+
+    def gaps(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = sigmoid(np.outer(w_diff, d) + w_model[:, None])
+        return p.mean(axis=1) - lc, w_diff[:, None] * p * (1 - p) / d.size
+
+    return gaps
+
+
+def difficulties_given_weights(instruction: np.ndarray, offset: np.ndarray, slope: np.ndarray, target: np.ndarray,
+                               n_instructions: int, prior_mean: float = 0.0, prior_precision: float = 1e-3,
+                               constraints: list | None = None, tolerance: float = 1e-9,
+                               max_iterations: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Each instruction's difficulty when every model's GLM weights are known (AlpacaEval publishes them): row r
+    (a model's judged answer to instruction `instruction[r]`) has
+
+        logit P = offset[r] + slope[r] * d_instruction
+
+    where offset = w_len * tanh(std_delta_len) + w_model and slope = w_diff of that row's model. With the weights
+    fixed, every d_i is a one-parameter logistic fit (continuous targets) over the models that answered i, with a
+    normal prior N(prior_mean, 1 / prior_precision).
+
+    `constraints`: (function, precision) pairs; function(d) -> (values that should be 0, their Jacobian
+    [values, instructions]), added to the objective as precision / 2 * |values|^2 (e.g. lc_averages: published
+    LCs, which pin down the spread of the d_i that noisy per-instruction estimates widen).
+
+    Minimised by Gauss-Newton steps (the constraints linearised; exact Newton without them) with step halving.
+    Returns (d, standard error of each d from the likelihood's and the prior's curvature)."""
+    n = n_instructions
+    constraints = constraints or []
+    d = np.full(n, float(prior_mean))
+
+    def parts(values: np.ndarray):
+        eta = offset + slope * values[instruction]
+        value = float(np.sum(np.logaddexp(0.0, eta) - target * eta))
+        value += 0.5 * prior_precision * float(np.sum((values - prior_mean) ** 2))
+        held = [function(values) for function, _ in constraints]
+        value += sum(0.5 * precision * float(g @ g) for (g, _), (_, precision) in zip(held, constraints))
+        return value, eta, held
+
+    current, eta, held = parts(d)
+    for _ in range(max_iterations):
+        q = sigmoid(eta)
+        gradient = np.bincount(instruction, slope * (q - target), n) + prior_precision * (d - prior_mean)
+        curvature = np.bincount(instruction, slope * slope * q * (1 - q), n) + prior_precision
+        if not constraints:
+            step = -gradient / curvature
+        else:
+            hessian = np.diag(curvature)
+            for (g, jacobian), (_, precision) in zip(held, constraints):
+                gradient = gradient + precision * (jacobian.T @ g)
+                hessian += precision * (jacobian.T @ jacobian)
+            step = np.linalg.solve(hessian, -gradient)
+        scale = 1.0
+        while scale > 1e-10:
+            candidate = parts(d + scale * step)
+            if candidate[0] <= current + 1e-12 * max(1.0, abs(current)):
+                break
+            scale /= 2
+        else:
+            break
+        d = d + scale * step
+        current, eta, held = candidate
+        if np.max(np.abs(scale * step)) < tolerance:
+            break
+    q = sigmoid(offset + slope * d[instruction])
+    curvature = np.bincount(instruction, slope * slope * q * (1 - q), n) + prior_precision
+    return d, 1.0 / np.sqrt(curvature)

@@ -39,6 +39,7 @@ LAMBDA = 0.2  # weight of the gamed-baseline rows, shared among the gamed genera
 N_SPLITS = 5
 CS = np.logspace(-4, 4, 10)
 MIN_PROMPTS_FOR_LC = N_SPLITS
+BOOTSTRAP_DRAWS = 200  # prompt resamples for the LC's standard error when the GLM has no difficulty term
 LOG_LOSS_CLIP = 1e-15
 FORMULAS = {  # AlpacaEval's names for the three designs
     "length_controlled_v1": ("tanh(std_delta_len)", "instruction_difficulty", "not_gamed_baseline"),
@@ -253,6 +254,23 @@ class GLMProblem:
         """Per prompt: the predicted preference at zero length difference."""
         return sigmoid(self.X_predict @ coef)
 
+    def resampled_lc(self, prompt_weight: np.ndarray, C: float, start: np.ndarray) -> float:
+        """The LC (a fraction) on a bootstrap resample of prompts (prompt_weight[k] = how often prompt k was drawn):
+        the GLM refitted with those weights at C, its predictions averaged with them."""
+        coef = self.fit(C, prompt_weight, start=start)[0]
+        return float(np.sum(prompt_weight * self.predict(coef)) / np.sum(prompt_weight))
+
+    def bootstrap_standard_error(self, coef: np.ndarray, C: float, draws: int = BOOTSTRAP_DRAWS,
+                                 seed: int = 0) -> float:
+        """Standard deviation of the LC over `draws` resamples of the prompts (seeded), the GLM refitted on each
+        at C: the uncertainty of the whole estimate, where AlpacaEval's standard error (of the per-prompt
+        predictions) only measures how the predictions vary across prompts, and is 0 without a difficulty term."""
+        rng = np.random.default_rng(seed)
+        n = len(self.prompts)
+        values = [self.resampled_lc(np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64), C, coef)
+                  for _ in range(draws)]
+        return float(np.std(values, ddof=1))
+
 
 def glm_problem(judged: Judged, difficulty: dict[str, float] | None = None, gamed: GamedRows | None = None,
                 std_delta_len: np.ndarray | None = None) -> GLMProblem:
@@ -289,7 +307,8 @@ def glm_problem(judged: Judged, difficulty: dict[str, float] | None = None, game
 def length_controlled(judged: Judged, difficulty: dict[str, float] | None = None,
                       gamed: GamedRows | None = None) -> dict:
     """The LC win rate (a fraction) with AlpacaEval's standard error (of the per-prompt predictions, which treats
-    the fitted coefficients as known), the GLM's name, coefficients and C. `win_rate` is None, with a `reason`,
+    the fitted coefficients as known; without a difficulty term, where that is 0, a prompt bootstrap's, and
+    `standard_error_kind` says which), the GLM's name, coefficients and C. `win_rate` is None, with a `reason`,
     when the model has fewer than MIN_PROMPTS_FOR_LC prompts or length differences that do not vary. A model
     judged against itself gets 0.5 by construction, as in AlpacaEval."""
     prompts, _ = judged.prompt_index()
@@ -307,8 +326,12 @@ def length_controlled(judged: Judged, difficulty: dict[str, float] | None = None
     problem = glm_problem(judged, difficulty, gamed, std_delta_len)
     coef, C = problem.fit()
     predictions = problem.predict(coef)
-    return {"win_rate": float(predictions.mean()), "standard_error": sem(predictions), "glm": problem.formula,
-            "coefficients": dict(zip(problem.columns, map(float, coef))), "C": C,
+    if difficulty is None:  # every prediction is the same: AlpacaEval's standard error would be 0
+        error, kind = problem.bootstrap_standard_error(coef, C), f"prompt bootstrap ({BOOTSTRAP_DRAWS} draws)"
+    else:
+        error, kind = sem(predictions), "AlpacaEval's (standard error of the per-instruction predictions)"
+    return {"win_rate": float(predictions.mean()), "standard_error": error, "standard_error_kind": kind,
+            "glm": problem.formula, "coefficients": dict(zip(problem.columns, map(float, coef))), "C": C,
             "gamed_rows": 0 if gamed is None else int(len(gamed.preference))}
 
 
