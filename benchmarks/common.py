@@ -40,7 +40,20 @@ class PeakMemory:
     def __init__(self):
         self.peak = 0.0
         self.base = 0.0
+        self.phases: dict[str, float] = {}  # the peak of each phase named with `mark` (CPU: sampled RSS)
+        self._phase_peak = 0.0
         self._stop = threading.Event()
+
+    def mark(self, name: str) -> None:
+        """End a phase (set-up, step 1 ...): record its own peak, start the next one."""
+        if device().type == "cuda":
+            torch.cuda.synchronize()
+            self.phases[name] = torch.cuda.max_memory_allocated() / 2**20
+            self.peak = max(self.peak, self.phases[name])
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.phases[name] = max(self._phase_peak, rss_mb())
+            self._phase_peak = 0.0
 
     def __enter__(self):
         if device().type == "cuda":
@@ -55,13 +68,15 @@ class PeakMemory:
 
     def _sample(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
+            now = rss_mb()
+            self.peak = max(self.peak, now)
+            self._phase_peak = max(self._phase_peak, now)
             time.sleep(0.005)
 
     def __exit__(self, *exc):
         if device().type == "cuda":
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() / 2**20
+            self.peak = max(self.peak, torch.cuda.max_memory_allocated() / 2**20)
         else:
             self._stop.set()
             self._thread.join()
@@ -112,7 +127,9 @@ def run_child(script: Path, args: list[str], timeout: int = 3600, memory_limit_g
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
-    raise RuntimeError(f"child {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    killed = " (killed by SIGKILL: the machine's out-of-memory killer)" if proc.returncode == -9 else ""
+    raise RuntimeError(f"child {args} failed with exit status {proc.returncode}{killed}:\n{proc.stdout[-3000:]}\n"
+                       f"{proc.stderr[-3000:]}")
 
 
 OUT_OF_MEMORY = ("can't allocate memory", "DefaultCPUAllocator", "CUDA out of memory", "OutOfMemoryError",
@@ -121,6 +138,8 @@ OUT_OF_MEMORY = ("can't allocate memory", "DefaultCPUAllocator", "CUDA out of me
 
 def out_of_memory(error: str) -> str:
     """A failed child's error in one line: "out of memory (...)" when it was, else its last line."""
+    if "out-of-memory killer" in error:
+        return "out of memory (killed by the machine's out-of-memory killer)"
     lines = [line for line in error.strip().splitlines() if line.strip()]
     for line in reversed(lines):
         if any(marker in line for marker in OUT_OF_MEMORY):

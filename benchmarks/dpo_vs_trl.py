@@ -7,7 +7,8 @@
 Same model, same pairs (the first steps x batch pairs of the HH-RLHF file), same batch (pairs per step), same
 max length, one epoch over exactly those pairs, each contender in its own process:
 - tokensift (as shipped): reference log-probs from the cache (the one-off caching pass is timed separately),
-  pairs packed back to back without padding (packing=auto);
+  pairs packed back to back without padding (packing=auto), gradient_checkpointing unset (on only when the
+  activations would not fit: train/memory.py; the result says which);
 - tokensift_pair_rows: the same with packing=pairs (one [prompt|chosen|rejected] row per pair, padded to the
   longest: the engine before padding-free batches);
 - tokensift_ckpt: the same as shipped with gradient_checkpointing=true (TRL's default), like-for-like memory;
@@ -63,19 +64,21 @@ def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "a
                          batch_size=args.batch_size, epochs=1.0, dtype=args.dtype, learning_rate=1e-6,
                          max_length=args.max_length, max_prompt_length=args.max_length // 2, progress=False,
                          save_every=0, ref_cache_dir=str(Path(args.out) / "refcache-fresh"),
-                         gradient_checkpointing=checkpointing, packing=packing)
+                         gradient_checkpointing=True if checkpointing else None, packing=packing)
     shutil.rmtree(config.ref_cache_dir, ignore_errors=True)
     t0 = time.perf_counter()
     with PeakMemory() as mem:
         trainer = Trainer(config)  # loads the model and fills the reference cache
         cache_s = time.perf_counter() - t0
+        mem.mark("setup")
         times = []
         for step in range(trainer.schedule.total_steps):
             t = time.perf_counter()
             trainer.train_step(step)
             times.append(time.perf_counter() - t)
+            mem.mark(f"step {step + 1}")
     return {"step_s": median(times[1:]), "steps": len(times), "cache_s": cache_s, "peak_mb": mem.peak,
-            "base_mb": mem.base}
+            "base_mb": mem.base, "phase_peaks_mb": mem.phases, "checkpointing": trainer.checkpointing}
 
 
 def run_trl(args, examples, variant: str) -> dict:
@@ -115,6 +118,7 @@ def run_trl(args, examples, variant: str) -> dict:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self.t)
+            mem.mark(f"step {len(self.times)}")
 
     timer = StepTimes()
     t0 = time.perf_counter()
@@ -123,9 +127,10 @@ def run_trl(args, examples, variant: str) -> dict:
         trainer = DPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                              callbacks=[timer])
         setup_s = time.perf_counter() - t0
+        mem.mark("setup")
         trainer.train()
     return {"step_s": median(timer.times[1:]), "steps": len(timer.times), "cache_s": setup_s, "peak_mb": mem.peak,
-            "base_mb": mem.base}
+            "base_mb": mem.base, "phase_peaks_mb": mem.phases}
 
 
 def child(args) -> None:

@@ -190,7 +190,7 @@ def tokensift_run(args, shape: str, data: str, loss: str = "dpo", checkpointing:
     del trainer
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
     tokens_per_s = tokens / sum(times)
-    state = 0.0 if lora else training_state_mb(params, "bfloat16")
+    state = 0.0 if lora else training_state_mb(params, "float32")  # fp32 masters, gradients and moments
     return {"step_s": median(times), "tokens_per_s": tokens_per_s, "peak_mb": mem.peak, "setup_s": setup_s,
             "parameters": params, "mfu": mfu(params, tokens_per_s), "state_mb": state,
             "above_state_mb": mem.peak - mem.base - state}
@@ -238,12 +238,15 @@ def trl_run(args, shape: str, data: str, best: bool = False, lora: bool = False,
                                  task_type="CAUSAL_LM")
     t0 = time.perf_counter()
     with PeakMemory() as mem:
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).to(device())
+        # fp32 master weights under bf16 autocast (bf16=True), as tokensift trains with dtype=bfloat16: the same
+        # training state (16 bytes per trained parameter) for both; LoRA keeps its frozen base in bf16, as ours
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if lora else torch.float32)
+        model = model.to(device())
         trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_dict(rows),
                              processing_class=tokenizer, callbacks=[timer], peft_config=peft_config)
         setup_s = time.perf_counter() - t0
         trainer.train()
-    state = 0.0 if lora else training_state_mb(params, "bfloat16")
+    state = 0.0 if lora else training_state_mb(params, "float32")  # fp32 masters, gradients and moments
     return {"step_s": median(timer.times[1:] or timer.times), "steps": len(timer.times), "setup_s": setup_s,
             "peak_mb": mem.peak, "parameters": params, "state_mb": state, "above_state_mb": mem.peak - mem.base - state}
 

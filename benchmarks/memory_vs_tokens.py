@@ -109,7 +109,9 @@ def main() -> None:
             else:
                 print(f"{length:6d} {contender:16s} step {r['step_s']:8.2f} s  peak {r['peak_mb']:8.0f} MB  above "
                       f"state {r['above_state_mb']:8.0f} MB  (state {r['state_mb']:.0f} MB, tokens/pair "
-                      f"{r['tokens_per_pair']:.0f})", flush=True)
+                      f"{r['tokens_per_pair']:.0f}; checkpointing {r.get('checkpointing', 'on (TRL default)')}); "
+                      "phase peaks "
+                      + ", ".join(f"{k} {v:.0f}" for k, v in r.get("phase_peaks_mb", {}).items()), flush=True)
     print("JSON " + json.dumps(results))
     for contender in args.only:
         rows = {r["length"]: r for r in results if r["contender"] == contender and "error" not in r}

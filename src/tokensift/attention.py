@@ -119,6 +119,16 @@ def additive_on_cpu(mask, dtype):
     return torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
 
 
+def _checkpointed(model) -> bool:
+    """Whether whole layers are recomputed in the backward pass. The recomputation runs outside any context this
+    module sets, so it would repeat the keys that the forward passed grouped (a CheckpointError on shapes); and
+    checkpointed layers store no keys anyway."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    if flag is None:
+        flag = getattr(model, "is_gradient_checkpointing", False)
+    return bool(flag)
+
+
 @contextlib.contextmanager
 def grouped_keys_on_cpu(model):
     """While active, transformers' sdpa passes grouped-query keys and values to CPU sdpa as they are.
@@ -127,13 +137,14 @@ def grouped_keys_on_cpu(model):
     sdpa, because the CUDA kernels that take a mask cannot group queries. CPU sdpa (flash) can: with
     `enable_gqa` it reads the shared heads directly, so the backward pass stores keys and values at their own
     head count (the default model: 3 heads, not 9) and no repeated copy is made. Same outputs; the keys' and
-    values' gradients sum the groups inside the kernel (1e-6 apart in fp32). Only for a model on the CPU.
+    values' gradients sum the groups inside the kernel (1e-6 apart in fp32). Only for a model on the CPU, and not
+    under whole-layer gradient checkpointing (_checkpointed).
     """
     from transformers.integrations import sdpa_attention
 
     original = getattr(sdpa_attention, "use_gqa_in_sdpa", None)
     first = next(model.parameters(), None)
-    if original is None or first is None or first.device.type != "cpu":
+    if original is None or first is None or first.device.type != "cpu" or _checkpointed(model):
         yield
         return
 

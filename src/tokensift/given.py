@@ -202,7 +202,7 @@ class Given:
             self.check_tokenizer(processing_class)
         return check
 
-    def policy(self, config, lora, device):
+    def policy(self, config, lora, device, checkpointing: bool = False):
         """The policy object ready to train (dropout off, on `device`, adapters added), or None: load by name.
 
         Fingerprints the starting weights first (the reference when it is the policy's start, and the run card);
@@ -216,7 +216,7 @@ class Given:
             self.ref_model = copy.deepcopy(self.model)
             self.fingerprints["reference"] = self.fingerprints["model"]
             self.reference_is_copy = True
-        return prepare_model(self.model, gradient_checkpointing=config.gradient_checkpointing, lora=lora,
+        return prepare_model(self.model, gradient_checkpointing=checkpointing, lora=lora,
                              device=device, peft_config=self.peft_config,
                              keep_dropout="lora_dropout" if is_peft_model(self.model) else None)
 

@@ -217,3 +217,22 @@ def test_cpu_sdpa_groups_keys_and_values_during_packed_forwards():
     with grouped_keys_on_cpu(model):
         assert sdpa_attention.use_gqa_in_sdpa(mask, key, key)
     assert sdpa_attention.use_gqa_in_sdpa is original
+
+
+@pytest.mark.parametrize("name", ["qwen2", "llama3"])
+def test_whole_layer_checkpointing_on_packed_grouped_query_rows(name):
+    """Gradient checkpointing recomputes a layer outside the packed forward's contexts: the keys the forward gave
+    CPU sdpa grouped would come back repeated (a CheckpointError on their shapes). Same gradients as without."""
+    tokenizer, batch = family_batch(name)
+    grads = []
+    for checkpointing in (False, True):
+        model = build_family_model(FAMILIES[name], len(tokenizer), seed=0, hidden=64)
+        assert model.config.num_key_value_heads < model.config.num_attention_heads
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        token_logps(model, batch.input_ids, batch.prompt_lens, batch.response_mask,
+                    packed=batch.packed).logps.sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-5), n

@@ -116,7 +116,7 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     dtype: str = option("float32", "Weight dtype: float32, bfloat16 or float16. In bf16 frozen weights (a LoRA base, references) take half the memory; trained weights and optimizer states stay fp32 and the matmuls run in bf16 (autocast).")
     attn_implementation: str | None = option(None, "transformers' attention: sdpa, eager, flex_attention (block-sparse masks: pairs share one row, see packing), flash_attention_2 ...; unset: the model's default.")
     mixed_precision: str = option("no", "Autocast: no, bf16 or fp16 (accelerate).")
-    gradient_checkpointing: bool = option(False, "Recompute activations in backward: much less memory, ~20-30% slower.")
+    gradient_checkpointing: bool | None = option(None, "Recompute whole layers in backward: much less activation memory, about a fifth slower. Unset: on only when the largest micro-batch's activations would not fit in the memory the device has left after the training state (estimated before loading; the log says which and why).")
     keep_freed_memory: bool = option(True, "CPU: keep freed heap memory for the next step (glibc) instead of returning it to the OS and faulting it in again every step, as CUDA's caching allocator does: same peak, about 7% faster steps. False returns memory between steps.")
     selective_recompute: bool = option(True, "Recompute only the cheap activations in backward (norms and their outputs, the gated MLP's activation and down projection): about a third less activation memory for a few percent of the step, same results. Not used with gradient_checkpointing (which recomputes everything), FSDP or DeepSpeed.")
     lora: bool = option(False, "Train LoRA adapters instead of all weights (peft).")

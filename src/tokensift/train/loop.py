@@ -38,6 +38,7 @@ from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
 from tokensift.train.hub import check_hub
 from tokensift.train.data import Schedule, TrainData, load_training_data, micro_batches, token_micro_batches
+from tokensift.train.memory import checkpointing_for
 from tokensift.train.metrics import MetricsLog, StepMetrics, peak_memory_mb
 from tokensift.train.objective import compute_loss, loss_units, read_mask
 from tokensift.train.outputs import save_final
@@ -190,14 +191,20 @@ class Trainer:
         if self.spec.selection == "required" and self.data.select is None:
             raise UserError(f"loss={config.loss} trains on a token selection, and the data brings none; "
                             "train it through its stage (e.g. `tokensift train loss=sepo scores=DIR`)")
+        self.pair_tokens = np.array([self.run_tokens(p) for p in self.data.train.pairs])  # max_tokens_per_batch
+        choice = checkpointing_for(config, given.model, self.pair_tokens.tolist(), self.accelerator.device,
+                                   ckpt.is_sharded(self.accelerator))
+        if choice.reason != "set":
+            log.info("gradient_checkpointing %s", choice.reason)
+        self.checkpointing = choice.on
         lora = None
         if config.lora and not given.brings_adapters:  # else lora_* mirror the given adapters, for the card
             lora = LoraSettings(config.lora_r, config.lora_alpha, config.lora_dropout,
                                 [t.strip() for t in config.lora_targets.split(",") if t.strip()])
-        self.model = given.policy(config, lora, self.accelerator.device)
+        self.model = given.policy(config, lora, self.accelerator.device, self.checkpointing)
         if self.model is None:
             self.model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                                    gradient_checkpointing=config.gradient_checkpointing, lora=lora,
+                                    gradient_checkpointing=self.checkpointing, lora=lora,
                                     device=self.accelerator.device, zero3_partition=True,
                                     attn_implementation=config.attn_implementation, qlora=config.qlora,
                                     peft_config=given.peft_config)
@@ -207,7 +214,7 @@ class Trainer:
             keep_freed_memory()
         if not self.deepspeed:  # DeepSpeed keeps its own fp32 masters (its bf16 config)
             keep_trained_weights_fp32(self.model)
-        if config.selective_recompute and not config.gradient_checkpointing and not ckpt.is_sharded(self.accelerator):
+        if config.selective_recompute and not self.checkpointing and not ckpt.is_sharded(self.accelerator):
             enable_selective_recompute(self.model)
         self.ref_model = None
         self.ref_sums = self.ref_tokens = None
@@ -227,7 +234,6 @@ class Trainer:
         self.pack = config.share_prompt  # logprobs.token_logps runs unpacked where a model cannot pack
         self.row_tokens = packed_row_tokens(config.packing, self.model)
         self.attention_scale = packed_attention_scale(config.packing, self.model)
-        self.pair_tokens = np.array([self.run_tokens(p) for p in self.data.train.pairs])  # max_tokens_per_batch
         world = self.accelerator.num_processes
         self.schedule = Schedule(len(self.data.train.pairs), config.batch_size * config.grad_accum * world,
                                  config.seed, config.epochs, config.max_steps)
