@@ -44,13 +44,23 @@ def choice(free_gib: float, positions: int, monkeypatch, **settings):
 
 def test_unset_turns_checkpointing_on_only_when_the_activations_would_not_fit(monkeypatch):
     # 494M parameters: 16 bytes each (weights to load, gradients, two moments) = 7.4 GiB of training state
-    fits = choice(24, 2000, monkeypatch)  # 2.6 GiB of activations, 0.8 x (24 - 7.4) GiB to spare
-    assert not fits.on and "unset: off" in fits.reason and "2,000 positions" in fits.reason
-    too_long = choice(24, 16000, monkeypatch)  # 20.7 GiB of activations
+    fits = choice(24, 4000, monkeypatch)  # 1.5 x 5.2 GiB of activations, 0.8 x (24 - 7.4) GiB to spare
+    assert not fits.on and "unset: off" in fits.reason and "4,000 positions" in fits.reason
+    too_long = choice(24, 8000, monkeypatch)  # one pair of two 4,096-token sequences: 1.5 x 10.3 GiB
     assert too_long.on and "unset: on" in too_long.reason
     assert choice(8, 2000, monkeypatch).on  # the same batch on a smaller machine
     assert not choice(8, 2000, monkeypatch, gradient_checkpointing=False).on  # set: as set
     assert choice(80, 10, monkeypatch, gradient_checkpointing=True).reason == "set"
+
+
+def test_an_address_space_limit_binds_before_the_machine(monkeypatch):
+    import resource
+
+    free = memory.available_bytes(torch.device("cpu"))
+    assert free is not None and free > 0
+    used = memory._proc_field("/proc/self/status", "VmSize:")
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (used + 2**20, resource.RLIM_INFINITY))
+    assert memory.available_bytes(torch.device("cpu")) == min(free, 2**20)
 
 
 def test_under_fsdp_or_deepspeed_unset_means_off(monkeypatch):

@@ -18,6 +18,11 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 HEADROOM = 0.8  # the share of the memory left after the training state that activations may take
+# A step's peak holds more than the tensors stored for backward: the activations' own gradients, the attention's
+# and the head's temporaries, and the allocator's free blocks. Measured all-in at the Qwen2.5-0.5B shape on the
+# CPU: 1.5 MB (1,024 tokens) and 1.8 MB (2,048 tokens) per position above the training state, where the stored
+# tensors account for 1.39 MB (BENCHMARKS.md, "Real model shapes"): so the estimate is taken 1.5 times.
+OVERHEAD = 1.5
 
 
 @dataclass
@@ -39,6 +44,7 @@ def stored_floats_per_layer(config) -> int:
 
 
 def activation_bytes(config, positions: int, dtype: str) -> int:
+    """What the stored tensors of `positions` positions take (no overhead)."""
     width = 2 if dtype in ("bfloat16", "float16") else 4
     return positions * config.num_hidden_layers * stored_floats_per_layer(config) * width
 
@@ -59,10 +65,24 @@ def available_bytes(device) -> int | None:
 
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
+    free = _proc_field("/proc/meminfo", "MemAvailable:")
+    if free is None:
+        return None
+    import resource
+
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]  # an address-space limit (ulimit -v) binds first
+    used = _proc_field("/proc/self/status", "VmSize:")
+    if limit != resource.RLIM_INFINITY and used is not None:
+        free = min(free, limit - used)
+    return free
+
+
+def _proc_field(path: str, name: str) -> int | None:
+    """A `kB` field of a /proc file, in bytes."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(name):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
@@ -93,7 +113,7 @@ def choose_checkpointing(train_config, model_config, run_tokens: list[int], devi
     if free is None:
         return CheckpointingChoice(False, "unset: off (the device's free memory is unknown)")
     positions = largest_micro_batch(run_tokens, train_config.batch_size, train_config.max_tokens_per_batch)
-    need = activation_bytes(text, positions, train_config.dtype)
+    need = OVERHEAD * activation_bytes(text, positions, train_config.dtype)
     params = loaded_parameters if loaded_parameters is not None else parameter_count(model_config)
     adapters = train_config.lora or train_config.qlora
     # fp32 masters: gradients and two AdamW moments (12 bytes) per trained parameter, plus the weights to load
