@@ -21,7 +21,7 @@ from tokensift.losses.reference_free import (cpo_loss, orpo_loss, rrhf_loss, sep
 from tokensift.losses.constrained import tdpo_loss, tso_loss  # noqa: F401
 from tokensift.losses.anchored import (apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss,  # noqa: F401
                                        sppo_hard_loss)
-from tokensift.losses.combine import add_nll, mixture_spec, nll_term, parse_mixture  # noqa: F401
+from tokensift.losses.combine import add_nll, mixture_spec, nll_term, parse_mixture, resolve  # noqa: F401
 
 # Derived views of LOSSES, for callers that only need the names (pairwise losses; SFT is neither).
 REFERENCE_FREE = tuple(name for name, spec in LOSSES.items() if spec.pairwise and not spec.needs_reference)

@@ -98,3 +98,19 @@ def mixture_spec(names: list[str], weights: list[float]) -> LossSpec:
     summary = " + ".join(f"{w:g} x {s.name}" for s, w in terms)
     return LossSpec(",".join(names), mixture_loss, f"mixture: {summary}", reference=reference, params=settings,
                     token_weights=all(s.token_weights for s in specs if s.pairwise), pair_inputs=pair_inputs)
+
+
+def resolve(loss: str, weights: str | None = None) -> LossSpec:
+    """The spec of `loss`: a declared name, or a comma list of them (a mixture weighed by `weights`).
+    KeyError names an unknown loss; ValueError a bad mixture."""
+    names, values = parse_mixture(loss, weights)
+    if not names:
+        raise KeyError(str(loss))
+    for name in names:
+        if name not in LOSSES:
+            raise KeyError(name)
+    if len(names) == 1:
+        if weights is not None and str(weights).strip() and values != [1.0]:
+            raise ValueError("loss_weights weighs the terms of a mixture (loss=a,b); with one loss leave it unset")
+        return LOSSES[names[0]]
+    return mixture_spec(names, values)

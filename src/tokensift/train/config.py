@@ -9,7 +9,7 @@ import dataclasses
 from tokensift.config import option, suggest
 from tokensift.data.io import as_source
 from tokensift.errors import UserError
-from tokensift.losses import LOSSES, LossSpec, mixture_spec, parse_mixture
+from tokensift.losses import LOSSES, LossSpec, resolve
 from tokensift.models import DEFAULT_MODEL, check_qlora_available
 from tokensift.selection import SelectionArgs
 from tokensift.selectors import SELECTORS
@@ -238,20 +238,10 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     def loss_spec(self) -> LossSpec:
         """The declared loss, or the mixture of several (loss=a,b with loss_weights)."""
         try:
-            names, weights = parse_mixture(self.loss, self.loss_weights)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        unknown = [name for name in names if name not in LOSSES]
-        if unknown or not names:
-            name = unknown[0] if unknown else self.loss
-            raise UserError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}"
-                            f"{suggest(name, LOSSES)}")
-        if len(names) == 1:
-            if self.loss_weights is not None and weights != [1.0]:
-                raise UserError("loss_weights weighs the terms of a mixture (loss=a,b); with one loss leave it unset")
-            return LOSSES[names[0]]
-        try:
-            return mixture_spec(names, weights)
+            return resolve(self.loss, self.loss_weights)
+        except KeyError as exc:
+            name = exc.args[0]
+            raise UserError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}{suggest(name, LOSSES)}") from None
         except ValueError as exc:
             raise UserError(f"loss={self.loss}: {exc}") from None
 

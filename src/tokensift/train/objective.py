@@ -36,7 +36,7 @@ def compute_loss(config, batch: PairBatch | SequenceBatch, logps, kl=None, ref_t
     mask: [N, R] the labels read, as the log-prob pass read them (default: read_mask(batch)).
     """
     mask = read_mask(batch) if mask is None else mask
-    spec = config.loss_spec
+    spec = losses.resolve(config.loss, getattr(config, "loss_weights", None))
     keywords = spec.keywords(config)
     if not spec.pairwise:
         return spec.function(logps=logps, mask=mask, **keywords)
