@@ -172,3 +172,24 @@ def test_bad_mixtures_are_refused(loss, weights, message):
         L.resolve(loss, weights)
     with pytest.raises(KeyError):
         L.resolve("dpo,nope")
+
+
+def test_docs_losses_table_matches_the_declarations():
+    """docs/losses.md's table: one row per declared loss, with its reference, settings and selection as declared."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "losses.md").read_text()
+    rows = {}
+    for line in page.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells
+    assert set(rows) == set(L.LOSSES)
+    for name, spec in L.LOSSES.items():
+        _, reference, data, settings, selection, _, paper = rows[name]
+        assert reference == spec.reference, name
+        assert data.startswith("paired") and paper, name
+        assert set(s.strip() for s in settings.split(",") if s.strip() != "-") == set(spec.params), name
+        expected = ("required" if spec.selection == "required" else "no" if not spec.pairwise
+                    else "yes" if spec.token_weights else "mask")
+        assert selection.split(":")[0] == expected, name

@@ -49,9 +49,10 @@ def cmd_sft(args) -> int:
 def cmd_dpo(args) -> int:
     from tokensift.train.config import TrainConfig
 
-    loss = config_from_args(TrainConfig, args).loss  # --loss, the YAML file or a loss=... override
-    if loss not in pairwise_losses():
-        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={loss}` instead")
+    config = config_from_args(TrainConfig, args)  # --loss, the YAML file or a loss=... override
+    spec = config.loss_spec  # one loss or a mixture
+    if not (spec.pairwise and spec.selection == "none"):
+        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={config.loss}` instead")
     return run_train(args)
 
 
