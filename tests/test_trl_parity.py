@@ -379,8 +379,7 @@ def test_loss_mixtures_match_trl(tmp_path, tokenizer, pairs, loss_types, loss_we
 
     ref_sums = cached_reference_sums(tmp_path, tokenizer, pairs, build_model(len(tokenizer), REFERENCE_SEED))
     loss = TRL_NAMES["loss_type"][1](loss_types)
-    weights = TRL_NAMES["loss_weights"][1](loss_weights) if loss_weights else None
-    config = TrainConfig(loss=loss, loss_weights=weights, beta=beta)
+    config = TrainConfig(loss=loss, loss_weights=loss_weights, beta=beta)  # TRL's loss_weights is ours too
     assert config.loss_spec.name == ",".join(TRL_LOSS_TYPES[t] for t in loss_types)
     policy = build_model(len(tokenizer), POLICY_SEED)
     out = tokensift_step(pairs, tokenizer, config, ref_sums, policy)

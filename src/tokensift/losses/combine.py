@@ -33,14 +33,16 @@ def add_nll(output: LossOutput, chosen_logps, chosen_mask, alpha: float) -> Loss
     return LossOutput(loss=output.loss + alpha * nll.mean(), count=output.count, metrics=metrics)
 
 
-def parse_mixture(loss: str, weights: str | None) -> tuple[list[str], list[float]]:
-    """'dpo,sft' and '1.0,0.2' -> (['dpo', 'sft'], [1.0, 0.2]); weights default to 1 each (TRL's default)."""
+def parse_mixture(loss: str, weights) -> tuple[list[str], list[float]]:
+    """'dpo,sft' and '1.0,0.2' (or [1.0, 0.2]) -> (['dpo', 'sft'], [1.0, 0.2]); weights default to 1 each (TRL's
+    default)."""
     names = [name.strip() for name in str(loss).replace("+", ",").split(",") if name.strip()]
-    if weights is None or str(weights).strip() == "":
+    if weights is None or str(weights).strip() in ("", "[]"):
         values = [1.0] * len(names)
     else:
+        items = weights if isinstance(weights, (list, tuple)) else str(weights).strip("[]").split(",")
         try:
-            values = [float(w) for w in str(weights).strip("[]").split(",") if w.strip()]
+            values = [float(w) for w in items if str(w).strip()]
         except ValueError:
             raise ValueError(f"loss_weights must be a comma list of numbers, e.g. 1.0,0.2; got {weights!r}") from None
     if len(values) != len(names):
@@ -100,7 +102,7 @@ def mixture_spec(names: list[str], weights: list[float]) -> LossSpec:
                     token_weights=all(s.token_weights for s in specs if s.pairwise), pair_inputs=pair_inputs)
 
 
-def resolve(loss: str, weights: str | None = None) -> LossSpec:
+def resolve(loss: str, weights=None) -> LossSpec:
     """The spec of `loss`: a declared name, or a comma list of them (a mixture weighed by `weights`).
     KeyError names an unknown loss; ValueError a bad mixture."""
     names, values = parse_mixture(loss, weights)
@@ -110,7 +112,7 @@ def resolve(loss: str, weights: str | None = None) -> LossSpec:
         if name not in LOSSES:
             raise KeyError(name)
     if len(names) == 1:
-        if weights is not None and str(weights).strip() and values != [1.0]:
+        if weights is not None and values != [1.0]:
             raise ValueError("loss_weights weighs the terms of a mixture (loss=a,b); with one loss leave it unset")
         return LOSSES[names[0]]
     return mixture_spec(names, values)

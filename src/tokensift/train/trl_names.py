@@ -39,10 +39,6 @@ def _loss_type(value):
     return ",".join(TRL_LOSS_TYPES[name] for name in values)
 
 
-def _loss_weights(value):
-    return ",".join(_names(value))
-
-
 def _precision(name: str):
     def convert(value):
         on = str(value).lower() in ("1", "true", "yes", "on")
@@ -83,7 +79,6 @@ TRL_NAMES: dict = {
     "report_to": ("trackers", _report_to),
     "precompute_ref_batch_size": ("ref_batch_size", None),
     "loss_type": ("loss", _loss_type),
-    "loss_weights": ("loss_weights", _loss_weights),
     "bf16": ("mixed_precision", _precision("bf16")),
     "fp16": ("mixed_precision", _precision("fp16")),
     "model_name_or_path": ("model", None),
