@@ -4,7 +4,8 @@ the loss on the same pairs cut down to their selected tokens (policy log-probs a
 those tokens, no selection): nothing outside the selection reaches it, and nothing inside is lost.
 
 TDPO (a live reference: per-position KL from a reference run beside the policy) is checked in the engine's tests;
-SFT is not pairwise, and a selector with it is refused before any model loads (the last test).
+SFT is not pairwise, and KTO and BCO train on unpaired rows whose other side is a mismatched completion: a
+selector with them is refused before any model loads, with the reason (the last test).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from tokensift.train.config import TrainConfig
 from tokensift.train.objective import compute_loss
 
 CHOSEN, REJECTED = [5, 3, 6], [4, 6, 2]
-CASES = [(name, {}) for name, spec in LOSSES.items() if spec.pairwise and spec.reference != "live"]
+CASES = [(name, {}) for name, spec in LOSSES.items() if spec.pairwise and spec.reference != "live"
+         and not spec.no_selection]
 CASES += [("dpo,sft", {"loss_weights": "1,0.3"}), ("orpo,bco_pair", {}), ("dpo", {"rpo_alpha": 0.5}),
           ("ipo", {"rpo_alpha": 2.0}), ("simpo", {"rpo_alpha": 1.0})]
 
@@ -79,8 +81,11 @@ def test_a_selection_equals_training_on_the_selected_tokens_alone(loss, settings
 def test_every_pairwise_loss_takes_a_selector_and_sft_refuses_one_with_the_reason(tmp_path, model_dir):
     data = write_pairs(tmp_path / "pairs.jsonl", n=4)
     for name, spec in LOSSES.items():
-        if spec.pairwise:
+        if spec.pairwise and not spec.no_selection:
             train_config(tmp_path, model_dir, data, loss=name, selector="random")
+        elif spec.no_selection:  # KTO, BCO: refused with the declared reason
+            with pytest.raises(UserError, match=f"loss={name} takes no token selection: "):
+                train_config(tmp_path, model_dir, data, loss=name, selector="random")
     train_config(tmp_path, model_dir, data, loss="orpo,nca_pair", selector="random")
     with pytest.raises(UserError, match="loss=sft trains on whole responses; token selectors work with the pairwise"):
         train_config(tmp_path, model_dir, data, loss="sft", selector="random")

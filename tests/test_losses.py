@@ -451,6 +451,10 @@ BUILT_IN = {
     "sppo_hard": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
     "apo_zero": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
     "apo_down": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "kto": ("cached", True, "pair", "none", True, {"beta": "beta", "desirable_weight": "desirable_weight",
+                                                   "undesirable_weight": "undesirable_weight"}, ("label",)),
+    "bco": ("cached", True, "pair", "none", True, {"beta": "beta", "desirable_weight": "desirable_weight",
+                                                   "undesirable_weight": "undesirable_weight"}, ("label",)),
 }
 
 

@@ -70,9 +70,9 @@ def mixture_spec(names: list[str], weights: list[float]) -> LossSpec:
         if not (weight >= 0 and math.isfinite(weight)):
             raise ValueError(f"loss_weights: the weight of {name} must be a finite number >= 0, got {weight!r}")
         if spec.reference == "live" or spec.selection == "required" or (spec.pairwise and spec.unit != "pair") \
-                or (not spec.pairwise and name != "sft"):
-            raise ValueError(f"{name} cannot be a mixture term (terms: pairwise losses with no or a cached "
-                             "reference, and sft)")
+                or (not spec.pairwise and name != "sft") or spec.data != "paired":
+            raise ValueError(f"{name} cannot be a mixture term (terms: pairwise losses on paired data with no or a "
+                             "cached reference, and sft)")
         specs.append(spec)
     terms = list(zip(specs, weights))
 

@@ -57,6 +57,11 @@ class LossSpec:
                 soft selector gives; losses whose math is not a sum over tokens (SFT's count, TDPO's KL) say no.
     pair_inputs: optional per-pair tensors [B] the function takes as keywords of the same name, passed when the
                 batch carries them (`PairBatch.<name>`), e.g. TSO's `target_margin` (TrainConfig.margin_column).
+    data:       "paired" (prompt, chosen, rejected) or "unpaired" (prompt, completion, label: KTO, BCO; the engine
+                lays each row out as a pair whose rejected side is a mismatched completion, data/unpaired.py, and
+                passes the labels as the pair input `label`).
+    no_selection: why the loss takes no token selection, when it takes none (the config refuses a selector with
+                this reason); empty: any selector works.
     summary:    one line for the command-line help.
     """
 
@@ -70,6 +75,8 @@ class LossSpec:
     selection: str = "none"
     token_weights: bool = True
     pair_inputs: tuple[str, ...] = ()
+    data: str = "paired"
+    no_selection: str = ""
 
     @property
     def needs_reference(self) -> bool:
@@ -88,6 +95,8 @@ class LossSpec:
             self.function(logps=logps, mask=mask, **keywords)
             return
         args = dict(chosen_logps=logps, chosen_mask=mask, rejected_logps=logps - 1, rejected_mask=mask)
+        if self.data == "unpaired":
+            args["label"] = torch.ones(1)
         if self.needs_reference:
             args.update(ref_chosen_logps=torch.zeros(1), ref_rejected_logps=torch.zeros(1))
         if self.reference == "live":
@@ -117,7 +126,8 @@ def register(name: str, summary: str, **options):
     return declare
 
 
-CHOICES = {"reference": ("none", "cached", "live"), "unit": ("pair", "token"), "selection": ("none", "required")}
+CHOICES = {"reference": ("none", "cached", "live"), "unit": ("pair", "token"), "selection": ("none", "required"),
+           "data": ("paired", "unpaired")}
 
 
 def engine_inputs(pairwise: bool, reference: str) -> tuple[str, ...]:
@@ -149,6 +159,11 @@ def check_declaration(spec: LossSpec) -> None:
     for option, choices in CHOICES.items():
         if getattr(spec, option) not in choices:
             raise bad(f"{option} must be one of {', '.join(choices)}, got {getattr(spec, option)!r}")
+    if not isinstance(spec.no_selection, str) or (spec.no_selection and spec.selection == "required"):
+        raise bad(f"no_selection is the reason a loss takes no selection (a string; not with selection='required'), "
+                  f"got {spec.no_selection!r}")
+    if spec.data == "unpaired" and "label" not in spec.pair_inputs:
+        raise bad("an unpaired loss reads each row's label: declare pair_inputs=('label',)")
     for option in ("pairwise", "token_weights"):
         if not isinstance(getattr(spec, option), bool):
             raise bad(f"{option} must be True or False, got {getattr(spec, option)!r}")

@@ -83,6 +83,9 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     discopop_tau: float = option(0.05, "DiscoPOP temperature tau of the log-ratio modulation (the paper's 0.05)." + read_by("discopop_tau"))
     cpo_alpha: float = option(1.0, "Weight of CPO's NLL term on the chosen response (TRL's cpo_alpha)." + read_by("cpo_alpha"))
     rpo_alpha: float = option(0.0, "Weight of RPO's NLL term added to any pairwise loss: alpha times the chosen response's mean NLL over the tokens the loss reads (0: none). TRL's rpo_alpha; its mixture of sigmoid and sft averages the NLL over the batch's chosen tokens instead (docs/losses.md).")
+    desirable_weight: float = option(1.0, "KTO/BCO: weight of the desirable rows' loss (the KTO paper: keep desirable_weight x desirable rows / (undesirable_weight x undesirable rows) in [1, 4/3])." + read_by("desirable_weight"))
+    undesirable_weight: float = option(1.0, "KTO/BCO: weight of the undesirable rows' loss." + read_by("undesirable_weight"))
+    split_pairs: bool = option(False, "KTO/BCO on a paired file: split each pair into a desirable row (prompt, chosen) and an undesirable one (prompt, rejected). Unpaired files (prompt, completion, label) need no setting.")
     loss_weights: list[float] | None = option(None, "With several losses (loss=dpo,bco_pair): their weights as a comma list, e.g. loss_weights=0.8,0.2 (unset: 1 each). Each term is logged as loss/NAME; terms are pairwise losses without a live reference, and sft.")
     simpo_gamma: float = option(0.5, "SimPO target margin gamma." + read_by("simpo_gamma"))
     sepo_gamma: float = option(1.0, "SePO scale gamma on the mean selected-token log-prob (the paper searched 2.1-2.5; the official code uses 1)." + read_by("sepo_gamma"))
@@ -182,6 +185,9 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
         if unknown:
             raise UserError(f"unknown tracker '{unknown[0]}' in trackers; choose from {', '.join(TRACKERS)}")
         self.check_unread_settings(spec)
+        if self.split_pairs and spec.data != "unpaired":
+            raise UserError(f"split_pairs=true splits pairs into unpaired rows for KTO and BCO; loss={self.loss} "
+                            "trains on the pairs themselves")
         if self.rpo_alpha:
             if not (self.rpo_alpha > 0 and self.rpo_alpha < float("inf")):
                 raise UserError(f"rpo_alpha must be a finite number >= 0, got {self.rpo_alpha}")
@@ -217,6 +223,8 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
                                 "scores=DIR from `tokensift score`, or random)")
             return
         declared = SELECTORS[selector]
+        if spec.no_selection:
+            raise UserError(f"selector={selector}: loss={self.loss} takes no token selection: {spec.no_selection}")
         if not spec.pairwise:
             raise UserError(f"selector={selector}: loss={self.loss} trains on whole responses; token selectors work "
                             "with the pairwise losses")
