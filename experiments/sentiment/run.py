@@ -423,7 +423,8 @@ def main() -> None:
         if before and before != {count}:
             sys.exit(f"[sentiment] {count} pairs sampled now, {sorted(before)} in the reused run: not the same pairs")
     reading = [m for m in (args.train_only or args.methods) if METHODS[m][2].get("selector") == "oracle"]
-    scores = oracles_and_scores(args, out, pairs) if reading or not previous else {}
+    # reusing a previous run, the oracles are trained only for a method that trains here on their scores
+    scores = oracles_and_scores(args, out, pairs) if not previous or (reading and not args.report_only) else {}
     if args.train_only:
         for method in args.train_only:
             train_method(args, out, pairs, scores.get("f1-e2"), method)
