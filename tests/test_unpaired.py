@@ -184,5 +184,7 @@ def test_unpaired_settings_are_checked(tmp_path, model_dir):
         train_config(tmp_path, model_dir, data, loss="dpo,kto")
     with pytest.raises(UserError, match="split_pairs=true splits pairs into unpaired rows for KTO and BCO"):
         train_config(tmp_path, model_dir, write_pairs(tmp_path / "pairs.jsonl", n=4), loss="dpo", split_pairs=True)
+    with pytest.raises(UserError, match="loss=kto has no chosen response"):
+        train_config(tmp_path, model_dir, data, loss="kto", rpo_alpha=0.5)
     with pytest.raises(UserError, match="loss=dpo does not read desirable_weight"):
         train_config(tmp_path, model_dir, data, loss="dpo", desirable_weight=2.0)

@@ -191,8 +191,11 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
         if self.rpo_alpha:
             if not (self.rpo_alpha > 0 and self.rpo_alpha < float("inf")):
                 raise UserError(f"rpo_alpha must be a finite number >= 0, got {self.rpo_alpha}")
-            if not spec.pairwise:
-                raise UserError(f"rpo_alpha adds an NLL term to a pairwise loss; loss={self.loss} is not pairwise")
+            if not spec.pairwise or spec.data != "paired":
+                raise UserError(f"rpo_alpha adds an NLL term on the chosen response to a pairwise loss; loss={self.loss} "
+                                "has no chosen response (an unpaired row's completion may be undesirable)"
+                                if spec.pairwise else f"rpo_alpha adds an NLL term to a pairwise loss; loss={self.loss} "
+                                "is not pairwise")
         if self.margin_column and "target_margin" not in spec.pair_inputs:
             raise UserError(f"loss={self.loss} takes no per-pair margin (margin_column); losses that do: "
                             f"{losses_reading('target_margin', per_pair=True)}")
