@@ -3,7 +3,7 @@ reference alike. For each loss (and a mixture, and rpo_alpha), the loss on a bat
 the loss on the same pairs cut down to their selected tokens (policy log-probs and reference sums over exactly
 those tokens, no selection): nothing outside the selection reaches it, and nothing inside is lost.
 
-TDPO (a live reference: per-position KL from a reference run beside the policy) is checked in the engine's tests;
+TDPO (a live reference) gets the reference's per-token log-probs and the per-position KL over the same tokens.
 SFT is not pairwise, and KTO and BCO train on unpaired rows whose other side is a mismatched completion: a
 selector with them is refused before any model loads, with the reason (the last test).
 """
@@ -21,8 +21,7 @@ from tokensift.train.config import TrainConfig
 from tokensift.train.objective import compute_loss
 
 CHOSEN, REJECTED = [5, 3, 6], [4, 6, 2]
-CASES = [(name, {}) for name, spec in LOSSES.items() if spec.pairwise and spec.reference != "live"
-         and not spec.no_selection]
+CASES = [(name, {}) for name, spec in LOSSES.items() if spec.pairwise and not spec.no_selection]
 CASES += [("dpo,sft", {"loss_weights": "1,0.3"}), ("orpo,bco_pair", {}), ("dpo", {"rpo_alpha": 0.5}),
           ("ipo", {"rpo_alpha": 2.0}), ("simpo", {"rpo_alpha": 1.0})]
 
@@ -60,21 +59,24 @@ def test_a_selection_equals_training_on_the_selected_tokens_alone(loss, settings
     full.ref_token_logps = reference
     full.ref_logps = torch.where(full.response_mask, reference, 0).sum(-1)  # whole responses: must not be used
     config = TrainConfig(loss=loss, **settings)
-    config.loss_spec  # a valid loss or mixture
+    live = config.loss_spec.reference == "live"  # TDPO: the reference per token and the per-position KL, live
+    kl = torch.rand(len(lengths), width, generator=generator) if live else None
 
-    selected = compute_loss(config, full, policy, mask=selection)
+    selected = compute_loss(config, full, policy, kl=kl, ref_token_logps=reference if live else None,
+                            mask=selection)
 
     counts = selection.sum(-1).tolist()
     cut_policy = cut(policy, selection)
     cut_batch = batch_of(counts, ref_sums=cut(reference, selection).sum(-1))
-    alone = compute_loss(config, cut_batch, cut_policy)
+    alone = compute_loss(config, cut_batch, cut_policy, kl=cut(kl, selection) if live else None,
+                         ref_token_logps=cut(reference, selection) if live else None)
 
     torch.testing.assert_close(selected.loss, alone.loss, atol=1e-5, rtol=1e-5)
     assert selected.metrics.keys() == alone.metrics.keys()
     for name in selected.metrics:
         torch.testing.assert_close(selected.metrics[name], alone.metrics[name], atol=1e-5, rtol=1e-5, msg=name)
     # and the selection mattered: the whole responses give another loss
-    whole = compute_loss(config, full, policy)
+    whole = compute_loss(config, full, policy, kl=kl, ref_token_logps=reference if live else None)
     assert abs(whole.loss.item() - selected.loss.item()) > 1e-4
 
 
