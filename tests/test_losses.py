@@ -455,6 +455,9 @@ BUILT_IN = {
                                                    "undesirable_weight": "undesirable_weight"}, ("label",)),
     "bco": ("cached", True, "pair", "none", True, {"beta": "beta", "desirable_weight": "desirable_weight",
                                                    "undesirable_weight": "undesirable_weight"}, ("label",)),
+    "apo_zero_unpaired": ("cached", True, "pair", "none", True,
+                          {"beta": "beta", "desirable_weight": "desirable_weight",
+                           "undesirable_weight": "undesirable_weight"}, ("label",)),
 }
 
 

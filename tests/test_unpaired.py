@@ -70,6 +70,12 @@ def test_bco_by_hand():
     assert close(out.metrics["delta"], [delta] * 3)
 
 
+def test_apo_zero_unpaired_by_hand():
+    # beta 2: s = 2 r = [1, -2, 1]; row 0 desirable: 1 - sigmoid(1); rows 1, 2 undesirable (weight 0.5): sigmoid(s)
+    out = L.apo_zero_unpaired_loss(**rows_batch(), beta=2.0, undesirable_weight=0.5)
+    assert close(out.loss, ((1 - sigmoid(1.0)) + 0.5 * sigmoid(-2.0) + 0.5 * sigmoid(1.0)) / 3)
+
+
 def test_unpaired_losses_need_labels():
     b = rows_batch()
     del b["label"]

@@ -7,7 +7,7 @@ Modules, one family each (importing them registers their losses, in this order):
     reference_free  simpo, rrhf, sepo, orpo, cpo
     constrained     tdpo, tso
     anchored        nca_pair, bco_pair, sppo_hard, apo_zero, apo_down
-    unpaired        kto, bco (unpaired data: prompt, completion, label)
+    unpaired        kto, bco, apo_zero_unpaired (unpaired data: prompt, completion, label)
     combine         mixtures of the above (loss=a,b with loss_weights) and RPO's NLL term (rpo_alpha)
 
 docs/losses.md has the table of every loss; docs/contributing.md says how to add one.
@@ -22,7 +22,7 @@ from tokensift.losses.reference_free import (cpo_loss, orpo_loss, rrhf_loss, sep
 from tokensift.losses.constrained import tdpo_loss, tso_loss  # noqa: F401
 from tokensift.losses.anchored import (apo_down_loss, apo_zero_loss, bco_pair_loss, nca_pair_loss,  # noqa: F401
                                        sppo_hard_loss)
-from tokensift.losses.unpaired import bco_loss, kto_loss  # noqa: F401
+from tokensift.losses.unpaired import apo_zero_unpaired_loss, bco_loss, kto_loss  # noqa: F401
 from tokensift.losses.combine import add_nll, mixture_spec, nll_term, parse_mixture, resolve  # noqa: F401
 
 # Derived views of LOSSES, for callers that only need the names (pairwise losses; SFT is neither).

@@ -1,4 +1,4 @@
-"""Losses on unpaired data (data/unpaired.py): KTO and BCO. Each row of a batch is one completion with its label
+"""Losses on unpaired data (data/unpaired.py): KTO, BCO and APO-zero (unpaired). Each row of a batch is one completion with its label
 (desirable or not) and a mismatched completion under the same prompt, which the engine lays out as a pair:
 
     chosen_logps, chosen_mask [B, R_c]:      the row's completion y under its prompt x;
@@ -105,3 +105,31 @@ def bco_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_ch
     per_row = torch.where(desirable, -desirable_weight * F.logsigmoid(rewards - delta),
                           -undesirable_weight * F.logsigmoid(-(rewards - delta)))
     return _unpaired_output(per_row, rewards, desirable, policy_c, {"delta": delta.expand_as(ratio)})
+
+
+@register("apo_zero_unpaired", "APO-zero on unpaired rows: raise desirable, lower undesirable likelihood",
+          reference="cached", params={"beta": "beta", "desirable_weight": "desirable_weight",
+                                      "undesirable_weight": "undesirable_weight"},
+          pair_inputs=("label",), data="unpaired", no_selection=NO_SELECTION)
+def apo_zero_unpaired_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_chosen_logps,
+                           ref_rejected_logps, beta: float = 0.1, desirable_weight: float = 1.0,
+                           undesirable_weight: float = 1.0, label: torch.Tensor | None = None) -> LossOutput:
+    """APO-zero for unpaired data (D'Oosterlinck et al. 2024, Eq. 7 split by label; https://arxiv.org/abs/2408.06266),
+    TRL's KTOTrainer loss_type="apo_zero_unpaired". No reference point (the mismatched completion is not read):
+
+        desirable:    L = desirable_weight   * (1 - sigmoid(beta * r))
+        undesirable:  L = undesirable_weight * sigmoid(beta * r)
+
+    Metrics as in `kto_loss`, without "kl".
+    """
+    who = "apo_zero_unpaired_loss"
+    _check_positive(who, "beta", beta)
+    _check_nonnegative(who, "desirable_weight", desirable_weight)
+    _check_nonnegative(who, "undesirable_weight", undesirable_weight)
+    policy_c, _, ratio, _ = _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask,
+                                       ref_chosen_logps, ref_rejected_logps)
+    desirable = _labels(who, label, ratio.shape[0])
+    rewards = beta * ratio
+    per_row = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(rewards)),
+                          undesirable_weight * torch.sigmoid(rewards))
+    return _unpaired_output(per_row, rewards, desirable, policy_c, {})
