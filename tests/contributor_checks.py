@@ -52,6 +52,17 @@ def test_a_new_loss_is_trained_checked_and_listed(tmp_path, model_dir):
         runs[loss] = [round(r["loss"], 6) for r in read_metrics(out / "metrics.jsonl")]
     assert runs["dpo"] == runs["throwaway"] and len(runs["dpo"]) == 3
     assert "throwaway" in pairwise_losses()
+    # in a mixture, with rpo_alpha: half DPO and half the same equation is DPO
+    import torch
+
+    from tokensift.losses import dpo_loss, resolve
+
+    pair = dict(chosen_logps=torch.tensor([[-1.0, -2.0]]), chosen_mask=torch.ones(1, 2, dtype=torch.bool),
+                rejected_logps=torch.tensor([[-3.0]]), rejected_mask=torch.ones(1, 1, dtype=torch.bool),
+                ref_chosen_logps=torch.tensor([-2.5]), ref_rejected_logps=torch.tensor([-2.0]))
+    mixed = resolve("dpo,throwaway", "0.5,0.5").function(**pair, beta=0.5)
+    assert torch.allclose(mixed.loss, dpo_loss(**pair, beta=0.5).loss)
+    train_config(tmp_path, model_dir, data, loss="dpo,throwaway", loss_weights="0.5,0.5", rpo_alpha=0.1)
     with pytest.raises(UserError, match=r"loss=throwaway does not read simpo_gamma \(it reads beta, throwaway_cap\)"):
         train_config(tmp_path, model_dir, data, loss="throwaway", simpo_gamma=1.0)
     with pytest.raises(UserError, match="loss=dpo does not read throwaway_cap "):

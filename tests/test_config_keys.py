@@ -28,15 +28,25 @@ def test_trls_names_for_the_same_settings_work_and_become_ours():
     assert config.ref_batch_size == 32
 
 
-@pytest.mark.parametrize("trl, ours", [("sigmoid", "dpo"), ("ipo", "ipo"), ("hinge", "hinge"), ("robust", "robust")])
+@pytest.mark.parametrize("trl, ours", [("sigmoid", "dpo"), ("ipo", "ipo"), ("hinge", "hinge"), ("robust", "robust"),
+                                       ("apo_zero", "apo_zero"), ("discopop", "discopop")])
 def test_trl_loss_types_name_our_losses(trl, ours):
     assert train(loss_type=trl).loss == ours
     assert train(loss_type=[trl]).loss == ours  # TRL's list form, from YAML
 
 
+def test_trl_loss_type_lists_with_loss_weights_are_mixtures():
+    config = train(loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0])
+    assert (config.loss, config.loss_weights) == ("dpo,bco_pair,sft", [0.8, 0.2, 1.0])
+    assert config.loss_spec.summary == "mixture: 0.8 x dpo + 0.2 x bco_pair + 1 x sft"
+    config = load_config(TrainConfig, overrides=["data=x.jsonl", "loss_type=sigmoid,ipo", "loss_weights=1,0.5"])
+    assert config.loss == "dpo,ipo" and config.loss_spec.summary == "mixture: 1 x dpo + 0.5 x ipo"
+    with pytest.raises(UserError, match="loss_weights has 1 weight"):
+        train(loss_type=["sigmoid", "ipo"], loss_weights=[1.0])
+
+
 @pytest.mark.parametrize("key, value, message", [
-    ("loss_type", "apo_zero", "TRL's 'apo_zero' loss is not available here yet. TRL names we have: sigmoid -> loss=dpo"),
-    ("loss_type", "sigmoid,ipo", "one loss per run here"),
+    ("loss_type", "kto", "loss_type=kto: not a loss type of TRL's DPOTrainer. TRL names: sigmoid -> loss=dpo"),
     ("lr_scheduler_type", "constant", "write scheduler=constant warmup_ratio=0"),
     ("max_completion_length", "256", "responses get max_length minus the prompt's tokens"),
     ("precompute_ref_log_probs", "true", "always on: reference log-probs are computed once"),

@@ -105,8 +105,8 @@ def insert(path: Path, anchor: str, text: str, after: bool = False) -> None:
 
 def follow_the_recipes(package: Path) -> None:
     """Each addition written where docs/contributing.md says, as plain source."""
-    # a loss beside the others in losses.py (before the names derived from LOSSES), and its setting in TrainConfig
-    insert(package / "losses.py", r"^(# .*\n)*REFERENCE_FREE = ", LOSS)
+    # a loss at the end of its family's module in losses/ (a DPO-margin loss: dpo.py), its setting in TrainConfig
+    (package / "losses" / "dpo.py").write_text((package / "losses" / "dpo.py").read_text() + LOSS)
     insert(package / "train" / "config.py", r"^    selector: str = option\(", SETTINGS)
     # a selector in selectors.py (its setting is in SETTINGS), a strategy beside the others in selection.py
     (package / "selectors.py").write_text((package / "selectors.py").read_text() + SELECTOR)

@@ -1,4 +1,4 @@
-"""Hand-computed checks of tokensift.losses.
+"""Hand-computed checks of tokensift.losses (the losses added for TRL users: tests/test_losses_added.py).
 
 Every expected number is worked out in the comments and computed with `math` on plain floats, never by the
 code under test. The shared batch (B = 2) holds garbage at masked-out positions to prove masking works:
@@ -437,6 +437,27 @@ BUILT_IN = {
     "tso": ("cached", True, "pair", "none", True,
             {"beta": "beta", "clip_chosen": "clip_chosen", "clip_rejected": "clip_rejected", "clip_mode": "mode",
              "clip_margin_low": "clip_margin_low", "clip_margin_high": "clip_margin_high"}, ("target_margin",)),
+    "sigmoid_norm": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "exo_pair": ("cached", True, "pair", "none", True, {"beta": "beta", "label_smoothing": "epsilon"}, ()),
+    "discopop": ("cached", True, "pair", "none", True, {"beta": "beta", "discopop_tau": "tau"}, ()),
+    "aot": ("cached", True, "pair", "none", True, {"beta": "beta", "label_smoothing": "label_smoothing"}, ()),
+    "aot_unpaired": ("cached", True, "pair", "none", True, {"beta": "beta", "label_smoothing": "label_smoothing"},
+                     ()),
+    "orpo": ("none", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "cpo": ("none", True, "pair", "none", True,
+            {"beta": "beta", "cpo_alpha": "alpha", "label_smoothing": "label_smoothing"}, ()),
+    "nca_pair": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "bco_pair": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "sppo_hard": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "apo_zero": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "apo_down": ("cached", True, "pair", "none", True, {"beta": "beta"}, ()),
+    "kto": ("cached", True, "pair", "none", True, {"beta": "beta", "desirable_weight": "desirable_weight",
+                                                   "undesirable_weight": "undesirable_weight"}, ("label",)),
+    "bco": ("cached", True, "pair", "none", True, {"beta": "beta", "desirable_weight": "desirable_weight",
+                                                   "undesirable_weight": "undesirable_weight"}, ("label",)),
+    "apo_zero_unpaired": ("cached", True, "pair", "none", True,
+                          {"beta": "beta", "desirable_weight": "desirable_weight",
+                           "undesirable_weight": "undesirable_weight"}, ("label",)),
 }
 
 

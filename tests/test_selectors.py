@@ -135,14 +135,16 @@ def test_selectors_are_fitted_on_the_training_split_only(tmp_path, model_dir):
 
 
 @pytest.mark.parametrize("loss, selector", [("dpo", "random"), ("simpo", "confidence"), ("dpo", "reference_gap"),
-                                            ("sepo", "random")])
+                                            ("sepo", "random"), ("orpo", "random"), ("apo_zero", "reference_gap"),
+                                            ("dpo,sft", "confidence")])
 def test_training_with_a_selector(tmp_path, model_dir, loss, selector):
-    """Any pairwise loss trains through any selector: online ones from the training forward itself."""
+    """Any pairwise loss (and a mixture) trains through any selector: online ones from the training forward."""
     from tokensift.api import train_model
     from tokensift.train.metrics import read_metrics
 
     data = write_pairs(tmp_path / "pairs.jsonl", n=8)
-    cfg = train_config(tmp_path, model_dir, data, loss=loss, selector=selector, max_steps=2, batch_size=4)
+    extra = {"rpo_alpha": 0.5} if loss == "apo_zero" else {}
+    cfg = train_config(tmp_path, model_dir, data, loss=loss, selector=selector, max_steps=2, batch_size=4, **extra)
     result = train_model(cfg)
     metrics = read_metrics(result.output_dir / "metrics.jsonl")
     assert len(metrics) == 2 and all(math.isfinite(m["loss"]) for m in metrics)

@@ -25,8 +25,9 @@ What is compared (float32, CPU, tiny Llama from `conftest.build_model`, ChatML t
    `LossOutput.metrics`. TRL runs the model with a padding attention mask and sums its per-token log-probs
    over the whole shifted row (zeros outside the completion); we run without a mask (right padding under causal
    attention makes it unnecessary), cut the batch after the last label and sum over the label-space mask.
-4. Losses and gradients (`test_loss_and_gradients_match_trl`): loss types sigmoid (our `dpo`), ipo, hinge and
-   robust (label_smoothing 0.2), each at beta 0.1, 1.0 and 3.0 (at 3.0 the hinge is active on some pairs and
+4. Losses and gradients (`test_loss_and_gradients_match_trl`): every loss type of TRL's DPOTrainer but sft
+   (`TRL_LOSS_TYPES`: sigmoid is our `dpo`; robust, aot and aot_unpaired at label_smoothing 0.2, exo_pair at 1e-3,
+   discopop at both sides' default tau 0.05), each at beta 0.1, 1.0 and 3.0 (at 3.0 the hinge is active on some pairs and
    flat on others, both branches checked), with a live reference model (`build_model(seed=1)`)
    that differs from the policy (`build_model(seed=0)`). TRL: `DPOTrainer.training_step` (model.train(),
    `compute_loss`, `accelerator.backward`) with gradient accumulation 1 (`current_gradient_accumulation_steps`,
@@ -83,7 +84,12 @@ POLICY_SEED, REFERENCE_SEED = 0, 1
 ATOL = 1e-5
 SUM_RTOL = 1e-6
 GRAD_RTOL = 1e-4
-LABEL_SMOOTHING = 0.2
+# losses whose gradient is not bounded by beta: the factor by which they amplify the 1-ulp rounding of the log-prob
+# sums (module docstring), from the TRL loss value. SPPO's squared, unscaled log-ratios: 2 |ratio -+ 1/(2 beta)|,
+# about 2 sqrt(loss); EXO's KL to a smoothed target: its gradient in z carries log((1 - eps) / eps) (6.9 at 1e-3).
+AMPLIFIED = {"sppo_hard": lambda loss: 2 * math.sqrt(abs(loss)), "exo_pair": lambda loss: math.log((1 - 1e-3) / 1e-3)}
+# label_smoothing per TRL loss type that reads it (EXO's epsilon must be > 0; the paper's 1e-3); others get 0
+LABEL_SMOOTHING = {"robust": 0.2, "exo_pair": 1e-3, "aot": 0.2, "aot_unpaired": 0.2}
 # TRL loss_type -> tokensift loss name: the table `loss_type=` reads (train/trl_names.py); each pairwise entry is
 # checked against TRL below (sft is TRL's NLL term, not a preference loss)
 LOSS_NAMES = {trl: ours for trl, ours in TRL_LOSS_TYPES.items() if trl != "sft"}
@@ -133,15 +139,16 @@ def conversational_dataset(examples):
 
 
 def make_trl_trainer(tmp_path, tokenizer, loss_type="sigmoid", beta=0.1, label_smoothing=0.0, precompute=False,
-                     policy=None, ref_model=None):
+                     policy=None, ref_model=None, loss_weights=None):
     """A CPU, float32, offline DPOTrainer on the tiny policy/reference pair (both freshly built unless given)."""
     vocab = len(tokenizer)
+    loss_types = list(loss_type) if isinstance(loss_type, (list, tuple)) else [loss_type]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the gradient_checkpointing rename (see pytestmark), TRL's advice
         args = DPOConfig(
-            output_dir=str(tmp_path / f"trl-{loss_type}-{beta}-{precompute}"),
+            output_dir=str(tmp_path / f"trl-{'-'.join(loss_types)}-{beta}-{precompute}"),
             report_to=[], bf16=False, fp16=False, use_cpu=True, gradient_checkpointing=False,
-            beta=beta, loss_type=[loss_type], label_smoothing=label_smoothing,
+            beta=beta, loss_type=loss_types, loss_weights=loss_weights, label_smoothing=label_smoothing,
             precompute_ref_log_probs=precompute, max_length=None,
             per_device_train_batch_size=len(EXAMPLES), gradient_accumulation_steps=1,
             logging_strategy="no", save_strategy="no", disable_dropout=True, seed=0,
@@ -153,7 +160,7 @@ def make_trl_trainer(tmp_path, tokenizer, loss_type="sigmoid", beta=0.1, label_s
             train_dataset=conversational_dataset(EXAMPLES),
             processing_class=tokenizer,
         )
-    assert trainer.beta == beta and trainer.loss_types == [loss_type]
+    assert trainer.beta == beta and trainer.loss_types == loss_types
     assert trainer.precompute_ref_logps is precompute
     return trainer
 
@@ -208,7 +215,7 @@ def grads(model):
     return {name: p.grad for name, p in model.named_parameters()}
 
 
-def assert_grads_close(ours, theirs, rtol=0.0):
+def assert_grads_close(ours, theirs, rtol=0.0, atol=ATOL):
     assert ours.keys() == theirs.keys()
     worst = 0.0
     for name in ours:
@@ -217,7 +224,7 @@ def assert_grads_close(ours, theirs, rtol=0.0):
         assert b.abs().max() > 0, f"{name}: TRL's gradient is zero, nothing is compared"
         diff = (a - b).abs().max().item()
         worst = max(worst, diff)
-        assert torch.allclose(a, b, atol=ATOL, rtol=rtol), f"{name}: max |diff| {diff:.3e}"
+        assert torch.allclose(a, b, atol=atol, rtol=rtol), f"{name}: max |diff| {diff:.3e}"
     return worst
 
 
@@ -322,24 +329,30 @@ def test_loss_and_gradients_match_trl(tmp_path, tokenizer, pairs, loss_type, bet
 
     Both policies are `build_model(seed=0)`, built fresh per side; the reference is `build_model(seed=1)`.
     """
-    label_smoothing = LABEL_SMOOTHING if loss_type == "robust" else 0.0
+    label_smoothing = LABEL_SMOOTHING.get(loss_type, 0.0)
     trainer = make_trl_trainer(tmp_path, tokenizer, loss_type, beta, label_smoothing)
     trl_loss = trl_training_step(trainer, trl_batch(trainer, pairs))
 
     ref_sums = cached_reference_sums(tmp_path, tokenizer, pairs, build_model(len(tokenizer), REFERENCE_SEED))
-    config = TrainConfig(loss=LOSS_NAMES[loss_type], beta=beta, label_smoothing=label_smoothing)
+    config = TrainConfig(loss=LOSS_NAMES[loss_type], beta=beta,
+                         label_smoothing=label_smoothing if loss_type in LABEL_SMOOTHING else None)
+    config.validate_selector(config.loss_spec, "none")
+    config.check_unread_settings(config.loss_spec)  # the settings given are the ones this loss reads
     policy = build_model(len(tokenizer), POLICY_SEED)
     out = tokensift_step(pairs, tokenizer, config, ref_sums, policy)
 
-    # float32 rounding of the log-prob sums (1 ulp, see the module docstring) reaches the loss multiplied by beta
-    tol = ATOL * max(1.0, beta)
+    # float32 rounding of the log-prob sums (1 ulp, see the module docstring) reaches the loss multiplied by beta,
+    # and by the loss's own factor where its gradient is not bounded (AMPLIFIED)
+    factor = max(1.0, AMPLIFIED[loss_type](trl_loss.item())) if loss_type in AMPLIFIED else 1.0
+    tol = ATOL * max(1.0, beta) * factor
     assert math.isfinite(out.loss.item())
     assert abs(out.loss.item() - trl_loss.item()) <= tol, (out.loss.item(), trl_loss.item())
     if loss_type == "hinge" and beta == 3.0:
         # the hinge must be active on some pairs and flat on others, or half of it is untested
         active = out.metrics["rewards/margin"] < 1
         assert active.any() and not active.all(), out.metrics["rewards/margin"]
-    assert_grads_close(grads(policy), grads(trainer.model), rtol=0.0 if beta <= 1.0 else GRAD_RTOL)
+    assert_grads_close(grads(policy), grads(trainer.model), rtol=0.0 if beta <= 1.0 else GRAD_RTOL,
+                       atol=ATOL * factor)
 
     names = {"rewards/chosen": "rewards/chosen", "rewards/rejected": "rewards/rejected",
              "rewards/margin": "rewards/margins", "rewards/accuracy": "rewards/accuracies",
@@ -348,6 +361,35 @@ def test_loss_and_gradients_match_trl(tmp_path, tokenizer, pairs, loss_type, bet
         metric_tol = tol if ours_name.startswith("rewards/") else max(ATOL, SUM_RTOL * 200)
         ours_mean, theirs_mean = out.metrics[ours_name].mean().item(), trl_metric(trainer, trl_name)
         assert math.isclose(ours_mean, theirs_mean, abs_tol=metric_tol), (ours_name, ours_mean, theirs_mean)
+
+
+@pytest.mark.parametrize("loss_types, loss_weights", [
+    (["sigmoid", "sft"], [1.0, 0.2]),  # RPO as TRL writes it: DPO plus the chosen responses' token-mean NLL
+    (["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0]),  # MPO's mixture, the example of TRL's loss_weights help
+    (["apo_zero", "nca_pair"], None),  # unset weights: 1 each, on both sides
+])
+def test_loss_mixtures_match_trl(tmp_path, tokenizer, pairs, loss_types, loss_weights):
+    """TRL's loss_type=[...] with loss_weights, read through our TRL names (loss=a,b,... loss_weights=...): the
+    weighted sum, its gradients, and each term logged as loss/NAME (their weighted sum is the loss)."""
+    from tokensift.train.trl_names import TRL_NAMES
+
+    beta = 0.5
+    trainer = make_trl_trainer(tmp_path, tokenizer, loss_types, beta, loss_weights=loss_weights)
+    trl_loss = trl_training_step(trainer, trl_batch(trainer, pairs))
+
+    ref_sums = cached_reference_sums(tmp_path, tokenizer, pairs, build_model(len(tokenizer), REFERENCE_SEED))
+    loss = TRL_NAMES["loss_type"][1](loss_types)
+    config = TrainConfig(loss=loss, loss_weights=loss_weights, beta=beta)  # TRL's loss_weights is ours too
+    assert config.loss_spec.name == ",".join(TRL_LOSS_TYPES[t] for t in loss_types)
+    policy = build_model(len(tokenizer), POLICY_SEED)
+    out = tokensift_step(pairs, tokenizer, config, ref_sums, policy)
+
+    assert abs(out.loss.item() - trl_loss.item()) <= ATOL, (out.loss.item(), trl_loss.item())
+    assert_grads_close(grads(policy), grads(trainer.model))
+    terms = [out.metrics[f"loss/{TRL_LOSS_TYPES[t]}"].mean().item() for t in loss_types]
+    assert len(set(terms)) == len(terms)  # the terms are different numbers, each logged
+    assert math.isclose(sum(w * t for w, t in zip(loss_weights or [1.0] * len(terms), terms)), out.loss.item(),
+                        abs_tol=ATOL)
 
 
 @pytest.mark.parametrize("loss_type", ["sigmoid", "ipo"])

@@ -13,13 +13,22 @@
    three went to KL 40 and beyond): DPO, SimPO, SePO (oracle key tokens, k = 0.3),
    random-k (SePO's loss on as many random tokens: the control), ConfPO-style (SimPO on the tokens below the
    policy's mean probability) and selected-token DPO (DPO summed over the oracle's key tokens, policy and
-   reference alike).
+   reference alike). Then ORPO and KTO (KTO on the same pairs split into unpaired rows, 16 rows a step).
 5. Every 20 steps each run is evaluated on fresh samples for the 80 test prompts: gold reward (mean VADER) and
    KL(policy || start) (Monte-Carlo on the same samples). Each method's reward at KL = 0.1, 1, 2 and 4 nats is read off
    its runs by interpolation (tokensift.eval.frontier), with standard errors; SePO against random-k and DPO.
 6. Key-token precision of every selector: the share of the selected chosen tokens that lie on VADER-positive words,
    over what random tokens in the same numbers would give.
 Every stage is resumable: rerunning skips what is done. About 2.5 hours on 2 CPU cores shared with another job.
+
+    python experiments/sentiment/run.py --out runs/sentiment --methods orpo kto --reuse
+    python experiments/sentiment/run.py --out runs/sentiment --report-only --reuse
+
+--reuse reads the previous run's results.json (in --docs): its evaluations and the figures of methods whose run
+folders are not in --out, so that methods added later are trained and evaluated alone (the pairs are sampled again
+with the same seed, and their count is checked against the previous run's) and reported beside the others. The
+oracles are trained only when a method reads their scores (or for the precision table, when it is not reused).
+Longer than our ~400-line aim: one experiment's stages and its report read best in one file.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from precision import key_token_precision, oracle_precision, vader_scorer  # noq
 
 K = {"k_chosen": 0.3, "k_rejected": 0.3}
 REF_LRS, SEL_LRS, FREE_LRS = (1e-5, 2.5e-5, 5e-5), (2e-6, 5e-6, 2.5e-5, 5e-5, 1e-4), (1e-6, 2e-6, 4e-6)
+NEW_LRS = (2e-6, 5e-6, 1e-5)  # below DPO's: DPO at 1e-5 was at KL 1.3 by step 20, past the table's first columns
 # name: (label, colour, settings, learning rates). Reference-free runs (SePO, random-k) move further per step, and
 # selected-token DPO's sums cover a third of the tokens (smaller rewards, smaller steps): each method's three
 # rates are chosen so that its runs span KL 0-4 in 40 steps. "scores" is the frontier oracle's (run.py fills it in).
@@ -51,8 +61,14 @@ METHODS = {  # in the order they train: the comparison the experiment is for (Se
     "simpo": ("SimPO", "tab:orange", {"loss": "simpo", "beta": 2.0, "simpo_gamma": 0.5}, REF_LRS),
     "seldpo": ("selected-token DPO", "tab:purple", {"loss": "dpo", "beta": 0.1, "selector": "oracle", **K},
                SEL_LRS),
+    # the losses TRL users bring (issue 25): ORPO (reference-free, with an NLL term) and KTO on the same pairs split
+    # into unpaired rows (each pair a desirable and an undesirable row: batches of 16 rows keep 40 steps per epoch)
+    "orpo": ("ORPO", "tab:brown", {"loss": "orpo", "beta": 0.1}, NEW_LRS),
+    "kto": ("KTO (pairs split)", "tab:olive", {"loss": "kto", "beta": 0.1, "split_pairs": True, "batch_size": 16},
+            NEW_LRS),
 }
-COMPARISONS = (("sepo", "random"), ("sepo", "dpo"), ("seldpo", "dpo"), ("confpo", "simpo"))
+COMPARISONS = (("sepo", "random"), ("sepo", "dpo"), ("seldpo", "dpo"), ("confpo", "simpo"), ("orpo", "dpo"),
+               ("kto", "dpo"))
 ORACLE_FRACTIONS = (0.1, 0.3, 1.0)
 TARGET_KLS = (0.1, 1.0, 2.0, 4.0)  # 0.1: where the random-k control reaches
 TEMPLATES = (
@@ -242,10 +258,29 @@ def evaluate(args, out: Path, runs: dict, tokenizer, base) -> dict:
     return results
 
 
+def reuse_previous(args, out: Path, docs: Path) -> dict | None:
+    """--reuse: the previous run's results.json (kept as results-reused.json in --out by the first --reuse), its
+    evaluations copied to evaluations-reused.json (read with the others; a run's own evaluations of the same
+    checkpoint take precedence: they are read after it)."""
+    if not args.reuse:
+        return None
+    kept = out / "results-reused.json"  # the first --reuse keeps the previous results: later runs rewrite --docs
+    if not kept.exists():
+        path = docs / "results.json"
+        if not path.exists():
+            sys.exit(f"[sentiment] --reuse: no previous results at {path}")
+        kept.write_text(path.read_text())
+    previous = json.loads(kept.read_text())
+    target = out / "evaluations-reused.json"
+    if not target.exists():
+        target.write_text(json.dumps(previous["evaluations"], indent=2))
+    return previous
+
+
 def read_evaluations(out: Path) -> dict:
     """Every evaluation so far: evaluations*.json, one file per process that evaluated (--evaluations-file)."""
     results = {}
-    for path in sorted(out.glob("evaluations*.json")):
+    for path in sorted(out.glob("evaluations*.json"), key=lambda p: p.name != "evaluations-reused.json"):
         results.update(json.loads(path.read_text()))
     return results
 
@@ -367,6 +402,9 @@ def main() -> None:
     parser.add_argument("--train-only", nargs="+", choices=list(METHODS), default=None,
                         help="Only train these methods' runs (after the pairs and oracles exist) and exit: a second "
                              "process can train the last methods while the main run evaluates the first ones.")
+    parser.add_argument("--reuse", action="store_true",
+                        help="Reuse the previous run's results.json (in --docs): its evaluations, and the figures of "
+                             "methods whose run folders are not in --out (see the docstring).")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     from tokensift.models import load_model, load_tokenizer
@@ -377,29 +415,40 @@ def main() -> None:
     started = time.perf_counter()
     tokenizer = load_tokenizer(args.model)
     base = load_model(args.model).eval()
+    previous = reuse_previous(args, out, docs)
     pairs = build_pairs(args, out, tokenizer, base)
-    scores = oracles_and_scores(args, out, pairs)
+    if previous:
+        count = len(pairs.read_text().splitlines())
+        before = {c["pairs"] for c in previous["compute"].values()}
+        if before and before != {count}:
+            sys.exit(f"[sentiment] {count} pairs sampled now, {sorted(before)} in the reused run: not the same pairs")
+    reading = [m for m in (args.train_only or args.methods) if METHODS[m][2].get("selector") == "oracle"]
+    # reusing a previous run, the oracles are trained only for a method that trains here on their scores
+    scores = oracles_and_scores(args, out, pairs) if not previous or (reading and not args.report_only) else {}
     if args.train_only:
         for method in args.train_only:
-            train_method(args, out, pairs, scores["f1-e2"], method)
+            train_method(args, out, pairs, scores.get("f1-e2"), method)
         return
-    growth = {name: oracle_precision(pairs, folder, tokenizer) for name, folder in scores.items()}
-    runs, precision = {}, {}
+    growth = ({name: oracle_precision(pairs, folder, tokenizer) for name, folder in scores.items()}
+              if scores else previous["oracle_precision_growth"])
+    runs, precision = {}, (previous or {}).get("key_token_precision", {})
     for method in args.methods:  # each method trained, then evaluated; the outputs are rewritten after each
         if args.report_only:
-            runs[method] = [run_name(method, lr) for lr in METHODS[method][3]
-                            if (out / run_name(method, lr) / "final" / "run_card.json").exists()]
             evaluations = read_evaluations(out)
+            runs[method] = [run_name(method, lr) for lr in METHODS[method][3]
+                            if (out / run_name(method, lr) / "final" / "run_card.json").exists()
+                            or any(key.startswith(run_name(method, lr) + "@") for key in evaluations)]
         else:
-            runs[method] = train_method(args, out, pairs, scores["f1-e2"], method)
+            runs[method] = train_method(args, out, pairs, scores.get("f1-e2"), method)
             evaluations = evaluate(args, out, {method: runs[method]}, tokenizer, base)
-        if method == "dpo" and (out / run_name("dpo", REF_LRS[1]) / "final").exists():
+        if method == "dpo" and scores and (out / run_name("dpo", REF_LRS[1]) / "final").exists():
             precision = key_token_precision(args, out, pairs, scores["f1-e2"], tokenizer, base,
                                             trained=out / run_name("dpo", REF_LRS[1]) / "final")
         traj = trajectories(runs, evaluations)
         table = frontier_table(traj)
         plot(traj, docs / "frontier.png")
-        compute = {name: training_compute(out / name) for names in runs.values() for name in names}
+        compute = {name: training_compute(out / name) if (out / name / "final").exists()
+                   else (previous or {}).get("compute", {}).get(name) for names in runs.values() for name in names}
         summary = {"frontier": table, "key_token_precision": precision, "oracle_precision_growth": growth,
                    "evaluations": evaluations, "compute": compute, "methods_done": list(runs),
                    "total_minutes": (time.perf_counter() - started) / 60, "settings": vars(args)}

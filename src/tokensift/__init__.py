@@ -25,6 +25,8 @@ _PUBLIC = {
     "SelectionArgs": "tokensift.selection", "SweepConfig": "tokensift.sweep",
     # results
     "TrainResult": "tokensift.train.loop", "ScoreResult": "tokensift.sepo.score",
+    # callbacks for train_model (transformers' TrainerCallback protocol)
+    "EarlyStopping": "tokensift.train.callbacks",
     "SelectedPair": "tokensift.sepo.selected", "HtmlPage": "tokensift.api",
     # what the engine offers, declared once each
     "LOSSES": "tokensift.losses", "SELECTORS": "tokensift.selectors", "JUDGES": "tokensift.judges", "build_judge": "tokensift.judges",

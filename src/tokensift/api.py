@@ -139,7 +139,7 @@ def progress_bars(enabled: bool):
 
 # ---------------------------------------------------------------------------------------------- stages
 def train_model(config=None, *, train_dataset=None, eval_dataset=None, processing_class=None, model=None,
-                ref_model=None, peft_config=None, **settings):
+                ref_model=None, peft_config=None, callbacks=None, **settings):
     """Train with any loss (`TrainConfig`); returns a TrainResult (metrics, the final model's folder).
 
     train_dataset / eval_dataset: preference data (path, list of dicts, datasets.Dataset), else `config.data`.
@@ -153,6 +153,8 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     model without a name_or_path needs it).
     peft_config: a peft LoraConfig: train these adapters, as given, instead of the lora_* settings (lora=true with
     other lora_* values is refused).
+    callbacks: objects called at the loop's events, transformers' TrainerCallback protocol (on_log to log your own
+    metrics, control.should_training_stop for early stopping; tokensift.EarlyStopping): train/callbacks.py.
     output_dir unset (as a keyword, or left at its default "runs/train" in a config object): a fresh folder
     runs/train-<time>-<hex> (TrainResult.output_dir). With a token selector (`selector`, or loss="sepo", which
     trains on the oracle's key tokens from `scores`) the pairs and selection are built by
@@ -166,7 +168,7 @@ def train_model(config=None, *, train_dataset=None, eval_dataset=None, processin
     given = given_objects(TrainConfig, config, settings, model, ref_model, peft_config)
     config = _configure_run(TrainConfig, config, settings, "train", check=given.check_call(processing_class))
     with progress_bars(config.progress):
-        return train_run(config, tokenizer_argument(processing_class), given)
+        return train_run(config, tokenizer_argument(processing_class), given, callbacks)
 
 
 def sweep(config=None, **settings):

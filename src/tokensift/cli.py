@@ -49,17 +49,18 @@ def cmd_sft(args) -> int:
 def cmd_dpo(args) -> int:
     from tokensift.train.config import TrainConfig
 
-    loss = config_from_args(TrainConfig, args).loss  # --loss, the YAML file or a loss=... override
-    if loss not in pairwise_losses():
-        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={loss}` instead")
+    config = config_from_args(TrainConfig, args)  # --loss, the YAML file or a loss=... override
+    spec = config.loss_spec  # one loss or a mixture
+    if not (spec.pairwise and spec.selection == "none" and spec.data == "paired"):
+        raise UserError(f"`tokensift dpo` trains pairwise losses; use `tokensift train loss={config.loss}` instead")
     return run_train(args)
 
 
 def pairwise_losses() -> list[str]:
-    """What `tokensift dpo` trains: pairwise losses on whole responses (no token selection)."""
+    """What `tokensift dpo` trains: pairwise losses on paired data and whole responses (no token selection)."""
     from tokensift.losses import LOSSES
 
-    return [name for name, spec in LOSSES.items() if spec.pairwise and spec.selection == "none"]
+    return [name for name, spec in LOSSES.items() if spec.pairwise and spec.selection == "none" and spec.data == "paired"]
 
 
 def cmd_train(args) -> int:

@@ -92,6 +92,7 @@ def data(name: str, rows_or_text) -> dict:
     return {name: "".join(json.dumps(r) + "\n" for r in rows_or_text)}
 
 
+UNPAIRED = {"prompt": "Say hi.", "completion": "Hello!", "label": True}
 GOOD = data("data.jsonl", [ROW, {**ROW, "prompt": "Say something kind."}, {**ROW, "prompt": "Be nice."},
                            {**ROW, "prompt": "Greet me."}])
 
@@ -222,6 +223,19 @@ CASES = [
      "unknown loss 'dpoo'; choose one of sft, dpo, ipo"),
     ("pairwise stage with sft", ["dpo", "--data", "{tmp}/data.jsonl", "loss=sft"], GOOD,
      "`tokensift dpo` trains pairwise losses; use `tokensift train loss=sft` instead"),
+    ("pairwise stage with kto", ["dpo", "--data", "{tmp}/data.jsonl", "loss=kto", "split_pairs=true"], GOOD,
+     "`tokensift dpo` trains pairwise losses; use `tokensift train loss=kto` instead"),
+    ("unpaired label that is not true/false", TRAIN + ["data={tmp}/u.jsonl", "loss=kto"],
+     data("u.jsonl", [UNPAIRED, {**UNPAIRED, "prompt": "Be nice.", "label": "no"}]),
+     "u.jsonl, row 1, field 'label': label must be true or false (true: a desirable completion), got 'no' (str)"),
+    ("unpaired file with one class", TRAIN + ["data={tmp}/u.jsonl", "loss=bco"],
+     data("u.jsonl", [UNPAIRED, {**UNPAIRED, "prompt": "Be nice."}]),
+     "u.jsonl, row 0, field 'label': every one of the 2 rows is labelled desirable (true); KTO and BCO need both"),
+    ("paired file for kto", TRAIN + ["data={tmp}/data.jsonl", "loss=kto"], GOOD,
+     "data.jsonl: paired rows (prompt, chosen, rejected); KTO and BCO train on unpaired rows (prompt, completion, "
+     "label): set split_pairs=true"),
+    ("mixture weights that do not fit", TRAIN + ["data={tmp}/data.jsonl", "loss=dpo,ipo", "loss_weights=1"], GOOD,
+     "loss=dpo,ipo: loss_weights has 1 weight(s) for 2 loss(es)"),
     ("k_chosen above 1", TRAIN + ["data={tmp}/data.jsonl", "k_chosen=1.5"], GOOD,
      "k_chosen must lie in (0, 1] (a share of tokens), got 1.5"),
     ("negative k_rejected", TRAIN + ["data={tmp}/data.jsonl", "k_rejected=-0.1"], GOOD,

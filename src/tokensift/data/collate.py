@@ -75,6 +75,7 @@ class PairBatch(SequenceBatch):
     ref_logps: torch.Tensor | None = None  # [2B] float: cached reference log-prob sums
     ref_token_logps: torch.Tensor | None = None  # [2B, R] float: the reference per token (token selections)
     target_margin: torch.Tensor | None = None  # [B] float: per-pair target margins (TokenizedPair.target_margin)
+    label: torch.Tensor | None = None  # [B] float: unpaired rows' labels, 1 desirable / 0 not (TokenizedPair.label)
 
     @property
     def num_pairs(self) -> int:
@@ -199,8 +200,11 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
     margin = None
     if pairs and pairs[0].target_margin is not None:
         margin = torch.tensor([p.target_margin for p in pairs], dtype=torch.float32)
+    label = None
+    if pairs and pairs[0].label is not None:
+        label = torch.tensor([p.label for p in pairs], dtype=torch.float32)
     return PairBatch(**seq.__dict__, rows=torch.tensor([p.row for p in pairs], dtype=torch.long), ref_logps=ref,
-                     ref_token_logps=tokens, target_margin=margin)
+                     ref_token_logps=tokens, target_margin=margin, label=label)
 
 
 def length_buckets(pairs: list[TokenizedPair], batch_size: int) -> list[list[TokenizedPair]]:

@@ -41,6 +41,8 @@ def percentiles(values) -> dict:
 
 
 def run_inspect(args) -> int:
+    if _first_row_unpaired(args):
+        return inspect_unpaired(args)
     # Inspect lists every problem instead of stopping at the first; a rejects file only when asked for.
     result = load_preferences(args.path, columns=args.columns, skip_invalid=True,
                               rejects_path=args.rejects or os.devnull, split=args.split)
@@ -115,3 +117,44 @@ def _count(rejected) -> dict:
 
 def _short(text: str, width: int = 300) -> str:
     return textwrap.shorten(text.replace("\n", " ⏎ "), width=width, placeholder=" ...")
+
+
+def _first_row_unpaired(args) -> bool:
+    from tokensift.data.io import iter_raw_rows
+    from tokensift.data.unpaired import is_unpaired_row, parse_unpaired_columns
+
+    try:
+        mapping = parse_unpaired_columns(args.columns)
+    except UserError:
+        return False  # a paired mapping (chosen=..., rejected=...)
+    rows = iter_raw_rows(args.path, args.split)
+    try:
+        first = next(rows, None)
+    finally:
+        rows.close()
+    return first is not None and is_unpaired_row(first[1], mapping)
+
+
+def inspect_unpaired(args) -> int:
+    """Unpaired rows (prompt, completion, label) for KTO and BCO: every row checked (the first bad one stops it,
+    named), the balance of desirable and undesirable completions, and the weights the KTO paper advises for it."""
+    from tokensift.data.unpaired import load_unpaired
+
+    result = load_unpaired(args.path, args.columns, args.split)
+    print(result.summary())
+    d, u = result.desirable, result.undesirable
+    print(f"balance: {d} desirable / {u} undesirable = {d / u:.2f}. The KTO paper keeps desirable_weight x "
+          f"{d} / (undesirable_weight x {u}) in [1, 4/3]: with undesirable_weight=1, desirable_weight in "
+          f"[{u / d:.2f}, {4 * u / (3 * d):.2f}]")
+    for ex in result.examples[: args.show]:
+        print(f"\n--- row {ex.row} ({'desirable' if ex.metadata['label'] else 'undesirable'}) ---")
+        print("prompt:    ", _short(json.dumps(ex.prompt, ensure_ascii=False)))
+        print("completion:", _short(ex.chosen))
+    report = {"source": args.path, "rows": d + u, "unpaired": True, "desirable": d, "undesirable": u}
+    if args.json_out:
+        try:
+            with open(args.json_out, "w") as f:
+                json.dump(report, f, indent=2)
+        except OSError as exc:
+            raise UserError(f"cannot write the report {args.json_out}: {exc.strerror or exc}") from None
+    return 0

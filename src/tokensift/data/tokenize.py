@@ -56,6 +56,7 @@ class TokenizedPair:
     chosen_ids: np.ndarray
     rejected_ids: np.ndarray
     target_margin: float | None = None  # the pair's own target margin, from TrainConfig.margin_column
+    label: float | None = None  # unpaired rows (KTO, BCO): 1.0 desirable, 0.0 undesirable (data/unpaired.py)
 
     @property
     def num_tokens(self) -> int:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import yaml
 
-from tokensift.losses import LOSSES
 from tokensift.provenance import command_line
 
 log = logging.getLogger(__name__)
@@ -164,9 +163,13 @@ def metrics_text(train_metrics: dict, eval_metrics: dict | None) -> str:
 
 
 def training_settings(config) -> list[tuple[str, object]]:
-    spec = LOSSES[config.loss]
+    spec = config.loss_spec
     rows: list[tuple[str, object]] = [("loss", f"{config.loss} ({spec.summary})")]
     rows += [(name, getattr(config, name)) for name in spec.params if getattr(config, name) is not None]
+    if getattr(config, "loss_weights", None):
+        rows.append(("loss_weights", config.loss_weights))
+    if getattr(config, "rpo_alpha", 0.0):
+        rows.append(("rpo_alpha (NLL term on the chosen response)", config.rpo_alpha))
     if getattr(config, "margin_column", None):
         rows.append(("per-pair target margin", f"column {config.margin_column}"))
     rows += [("learning_rate", config.learning_rate), ("scheduler", f"{config.scheduler}, warmup {config.warmup_ratio}"),
@@ -194,7 +197,7 @@ def training_card(config, data, steps: int, train_metrics: dict, eval_metrics: d
     source = data_source(config, data)
     datasets = [source] if is_hub_id(source) else []
     tags = [config.loss, "preference-optimization"] + (["lora"] if config.lora else [])
-    spec = LOSSES[config.loss]
+    spec = config.loss_spec
     intro = (f"Trained from {origin['label']} with tokensift {versions.get('tokensift')}: loss `{config.loss}` "
              f"({spec.summary}), {steps} optimizer steps.")
     data_rows = [("source", source), ("fingerprint", data.train.fingerprint), ("training pairs", len(data.train.pairs)),

@@ -9,7 +9,7 @@ import dataclasses
 from tokensift.config import option, suggest
 from tokensift.data.io import as_source
 from tokensift.errors import UserError
-from tokensift.losses import LOSSES, LossSpec
+from tokensift.losses import LOSSES, LossSpec, resolve
 from tokensift.models import DEFAULT_MODEL, check_qlora_available
 from tokensift.selection import SelectionArgs
 from tokensift.selectors import SELECTORS
@@ -77,9 +77,16 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
     model: str = option(DEFAULT_MODEL, "Model to train: an alias, hub id, local folder or .gguf file.")
     reference: str | None = option(None, "Reference model for DPO-family losses (default: the starting model itself).")
     output_dir: str = option("runs/train", "Where checkpoints, metrics.jsonl, the final model and run card go.")
-    loss: str = option("dpo", f"Objective. {LOSS_HELP}.")
+    loss: str = option("dpo", f"Objective, or a comma list of objectives trained as their weighted sum (see loss_weights). {LOSS_HELP}.")
     beta: float | None = option(None, "Temperature beta (unset: the loss's own default, 0.1 for the DPO family, 2.0 for SimPO)." + read_by("beta"))
-    label_smoothing: float = option(0.1, "Label-noise rate epsilon for cdpo and robust (robust needs < 0.5)." + read_by("label_smoothing"))
+    label_smoothing: float | None = option(None, "Label smoothing epsilon (unset: the loss's own default: 0.1 for cdpo and robust, whose label-noise rate it is (robust needs < 0.5); 1e-3 for exo_pair, in (0, 1); 0 for aot, aot_unpaired and cpo)." + read_by("label_smoothing"))
+    discopop_tau: float = option(0.05, "DiscoPOP temperature tau of the log-ratio modulation (the paper's 0.05)." + read_by("discopop_tau"))
+    cpo_alpha: float = option(1.0, "Weight of CPO's NLL term on the chosen response (TRL's cpo_alpha)." + read_by("cpo_alpha"))
+    rpo_alpha: float = option(0.0, "Weight of RPO's NLL term added to any pairwise loss: alpha times the chosen response's mean NLL over the tokens the loss reads (0: none). TRL's rpo_alpha; its mixture of sigmoid and sft averages the NLL over the batch's chosen tokens instead (docs/losses.md).")
+    desirable_weight: float = option(1.0, "KTO/BCO: weight of the desirable rows' loss (the KTO paper: keep desirable_weight x desirable rows / (undesirable_weight x undesirable rows) in [1, 4/3])." + read_by("desirable_weight"))
+    undesirable_weight: float = option(1.0, "KTO/BCO: weight of the undesirable rows' loss." + read_by("undesirable_weight"))
+    split_pairs: bool = option(False, "KTO/BCO on a paired file: split each pair into a desirable row (prompt, chosen) and an undesirable one (prompt, rejected). Unpaired files (prompt, completion, label) need no setting.")
+    loss_weights: list[float] | None = option(None, "With several losses (loss=dpo,bco_pair): their weights as a comma list, e.g. loss_weights=0.8,0.2 (unset: 1 each). Each term is logged as loss/NAME; terms are pairwise losses without a live reference, and sft.")
     simpo_gamma: float = option(0.5, "SimPO target margin gamma." + read_by("simpo_gamma"))
     sepo_gamma: float = option(1.0, "SePO scale gamma on the mean selected-token log-prob (the paper searched 2.1-2.5; the official code uses 1)." + read_by("sepo_gamma"))
     sepo_margin: float = option(0.0, "SePO margin lambda (0 in the official code)." + read_by("sepo_margin"))
@@ -178,6 +185,17 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
         if unknown:
             raise UserError(f"unknown tracker '{unknown[0]}' in trackers; choose from {', '.join(TRACKERS)}")
         self.check_unread_settings(spec)
+        if self.split_pairs and spec.data != "unpaired":
+            raise UserError(f"split_pairs=true splits pairs into unpaired rows for KTO and BCO; loss={self.loss} "
+                            "trains on the pairs themselves")
+        if self.rpo_alpha:
+            if not (self.rpo_alpha > 0 and self.rpo_alpha < float("inf")):
+                raise UserError(f"rpo_alpha must be a finite number >= 0, got {self.rpo_alpha}")
+            if not spec.pairwise or spec.data != "paired":
+                raise UserError(f"rpo_alpha adds an NLL term on the chosen response to a pairwise loss; loss={self.loss} "
+                                "has no chosen response (an unpaired row's completion may be undesirable)"
+                                if spec.pairwise else f"rpo_alpha adds an NLL term to a pairwise loss; loss={self.loss} "
+                                "is not pairwise")
         if self.margin_column and "target_margin" not in spec.pair_inputs:
             raise UserError(f"loss={self.loss} takes no per-pair margin (margin_column); losses that do: "
                             f"{losses_reading('target_margin', per_pair=True)}")
@@ -208,6 +226,8 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
                                 "scores=DIR from `tokensift score`, or random)")
             return
         declared = SELECTORS[selector]
+        if spec.no_selection:
+            raise UserError(f"selector={selector}: loss={self.loss} takes no token selection: {spec.no_selection}")
         if not spec.pairwise:
             raise UserError(f"selector={selector}: loss={self.loss} trains on whole responses; token selectors work "
                             "with the pairwise losses")
@@ -227,11 +247,14 @@ class TrainConfig(HubArgs, SelectionArgs, DataArgs):
 
     @property
     def loss_spec(self) -> LossSpec:
+        """The declared loss, or the mixture of several (loss=a,b with loss_weights)."""
         try:
-            return LOSSES[self.loss]
-        except KeyError:
-            raise UserError(f"unknown loss '{self.loss}'; choose one of {', '.join(LOSSES)}"
-                            f"{suggest(self.loss, LOSSES)}") from None
+            return resolve(self.loss, self.loss_weights)
+        except KeyError as exc:
+            name = exc.args[0]
+            raise UserError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}{suggest(name, LOSSES)}") from None
+        except ValueError as exc:
+            raise UserError(f"loss={self.loss}: {exc}") from None
 
     def check_unread_settings(self, spec: LossSpec) -> None:
         """A setting the loss does not read must keep its default: otherwise the user expects an effect it has not."""

@@ -13,6 +13,7 @@ from tokensift.data.load import load_preferences
 from tokensift.data.formats import parse_columns
 from tokensift.data.io import source_fingerprint
 from tokensift.data.tokenize import TokenizedPair, TokenizeSettings, tokenize_examples
+from tokensift.data.unpaired import load_unpaired
 from tokensift.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -32,22 +33,37 @@ def tokenize_settings(config) -> TokenizeSettings:
     return TokenizeSettings(max_length=config.max_length, max_prompt_length=config.max_prompt_length)
 
 
+def unpaired_data(config) -> bool:
+    """Whether the run's loss trains on unpaired rows (KTO, BCO: LossSpec.data)."""
+    spec = getattr(config, "loss_spec", None)
+    return getattr(spec, "data", "paired") == "unpaired"
+
+
 def load_pairs(source: str, config, tokenizer, limit: int | None = None) -> PairSet:
-    columns = parse_columns(config.columns) if config.columns else None
-    result = load_preferences(
-        source, columns=columns, skip_invalid=config.skip_invalid, split=config.split, limit=limit
-    )
+    if unpaired_data(config):
+        result = load_unpaired(source, config.columns, config.split, limit, getattr(config, "split_pairs", False))
+    else:
+        columns = parse_columns(config.columns) if config.columns else None
+        result = load_preferences(
+            source, columns=columns, skip_invalid=config.skip_invalid, split=config.split, limit=limit
+        )
     notes = [result.summary()] if hasattr(result, "summary") else []
     if not result.examples:
         raise UserError(f"{source}: no valid preference pairs to train on")
     pairs, report = tokenize_examples(tokenizer, result.examples, tokenize_settings(config))
     if getattr(config, "margin_column", None):
         attach_margins(pairs, result.examples, config.margin_column, source)
+    if unpaired_data(config):
+        labels = {example.row: example.metadata["label"] for example in result.examples}
+        for pair in pairs:
+            pair.label = 1.0 if labels[pair.row] else 0.0
     notes.append(report.summary())
     if report.prompts_truncated or report.responses_truncated:  # counted in the run card and said now
         log.warning("%s: %s", source, report.summary())
     fp = source_fingerprint(source, config.split)
     fp_meta = f"{fp}|columns={config.columns}|limit={limit}"
+    if unpaired_data(config):  # other rows: a completion and its mismatched one
+        fp_meta += f"|unpaired|split_pairs={getattr(config, 'split_pairs', False)}"
     return PairSet(source=source, fingerprint=fp_meta, pairs=pairs, notes=notes)
 
 

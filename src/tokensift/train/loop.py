@@ -5,7 +5,7 @@ only TDPO keeps a frozen reference, because it needs the reference's full distri
 Micro-batches are weighted by the units their loss averages over (pairs, or tokens for SFT) relative to the
 whole global batch, so batch 8 x accumulation 1 and batch 1 x accumulation 8 take identical steps.
 
-Longer than our ~400-line aim (about 480): the Trainer's steps, evaluation, checkpoints and final save read best
+Longer than our ~400-line aim (about 500): the Trainer's steps, evaluation, checkpoints and final save read best
 together; the reference pass (reference_meta, reference_logps) is the first piece to move to ref_cache.py when it
 grows again.
 """
@@ -36,6 +36,7 @@ from tokensift.models import (LoraSettings, free_memory, keep_freed_memory, load
 from tokensift.train import checkpoint as ckpt
 from tokensift.train import deepspeed_setup as ds_setup
 from tokensift.train.config import TrainConfig
+from tokensift.train.callbacks import Callbacks
 from tokensift.train.hub import check_hub
 from tokensift.train.data import Schedule, TrainData, load_training_data, micro_batches, token_micro_batches
 from tokensift.train.memory import checkpointing_for
@@ -163,8 +164,10 @@ def fused_adamw(params, accelerator) -> bool:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None):
-        """data: what to train on (TrainData), or a function (config, tokenizer) -> TrainData that builds it, e.g.
+    def __init__(self, config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None,
+                 callbacks=None):
+        """callbacks: a user's objects called at the loop's events (train/callbacks.py).
+        data: what to train on (TrainData), or a function (config, tokenizer) -> TrainData that builds it, e.g.
         a method's stage that adds token selections; default: the pairs of `config.data` (train/data.py).
         tokenizer: the policy's tokenizer object (default: loaded from `config.model`).
         given: model objects handed over in Python (tokensift.given.Given), used instead of loading
@@ -249,6 +252,9 @@ class Trainer:
         # every backend keeps stepping (DeepSpeed's ZeRO optimizers step it with its own param_groups).
         self.scheduler = make_scheduler(optimizer, config, self.schedule.total_steps)
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl", self.accelerator.is_main_process)
+        self.callbacks = Callbacks(callbacks, config, self.schedule.total_steps, self.schedule.steps_per_epoch,
+                                   {"model": self.model, "processing_class": self.tokenizer, "optimizer": optimizer,
+                                    "lr_scheduler": self.scheduler})
 
     # ------------------------------------------------------------------------------------------------ batches
     def run_tokens(self, pair: TokenizedPair) -> int:
@@ -404,6 +410,8 @@ class Trainer:
         train_metrics: dict = state.get("train_metrics", {})
         eval_metrics = None
         started = time.perf_counter()
+        self.callbacks.call("on_train_begin", start)
+        evaluated_at = None
         for step in range(start, total):
             t0 = time.perf_counter()
             metrics, finite = self.train_step(step)
@@ -425,7 +433,16 @@ class Trainer:
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < total:
                 eval_metrics = self.evaluate()
                 record.update(eval_metrics or {})
+                if eval_metrics:
+                    evaluated_at = step + 1
+                    self.callbacks.call("on_evaluate", step + 1, metrics=eval_metrics)
+            self.callbacks.call("on_step_end", step + 1)
+            stop = self.callbacks.should_stop(acc)
+            if stop:  # a callback asked: this step is the last (the final model is saved below, as at the end)
+                log.info("step %d: a callback stopped training", step + 1)
+                total = step + 1
             if (step + 1) % cfg.log_every == 0 or step + 1 == total or eval_metrics:
+                self.callbacks.log(step + 1, record)
                 self.metrics_log.write(record)
                 if cfg.trackers:
                     acc.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None},
@@ -433,12 +450,18 @@ class Trainer:
             bar.set_postfix(loss=f"{metrics['loss']:.4f}",
                             acc=f"{metrics.get('rewards/accuracy', float('nan')):.2f}")
             bar.update(1)
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and step + 1 < total:
+            asked = self.callbacks.take_save()
+            if (asked or cfg.save_every and (step + 1) % cfg.save_every == 0) and step + 1 < total:
                 self.save(step + 1, {"train_metrics": train_metrics, "skipped_steps": skipped})
+            if stop:
+                break
         bar.close()
-        eval_metrics = self.evaluate()
-        if eval_metrics:
-            self.metrics_log.write({"step": total, **eval_metrics})
+        if evaluated_at != total:  # a callback may have stopped right after an evaluation: not run twice
+            eval_metrics = self.evaluate()
+            if eval_metrics:
+                self.callbacks.call("on_evaluate", total, metrics=eval_metrics)
+                self.metrics_log.write({"step": total, **eval_metrics})
+        self.callbacks.call("on_train_end", total)
         if cfg.trackers:
             acc.end_training()
         final = self.output_dir / "final"
@@ -478,7 +501,8 @@ def make_scheduler(optimizer, config: TrainConfig, total_steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
 
-def train(config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None) -> TrainResult:
+def train(config: TrainConfig, data: TrainData | Callable | None = None, tokenizer=None, given=None,
+          callbacks=None) -> TrainResult:
     """Train, or return the finished run in output_dir when it was trained with these settings (nothing is loaded);
     a run there with other settings, or from other model objects (given), is refused, naming them
     (train/run_folder.py)."""
@@ -489,4 +513,4 @@ def train(config: TrainConfig, data: TrainData | Callable | None = None, tokeniz
         print(f"{Path(config.output_dir) / 'final'}: finished already with these settings; kept "
               "(overwrite=true trains again)")
         return finished_result(config)
-    return Trainer(config, data, tokenizer, given).run()
+    return Trainer(config, data, tokenizer, given, callbacks).run()

@@ -1,5 +1,5 @@
-"""From a batch and a config to the loss: the pure loss function `config.loss` declared (losses.LOSSES), given
-what its declaration asks for."""
+"""From a batch and a config to the loss: the pure loss function `config.loss` declared (losses.LOSSES), or the
+mixture of several, given what its declaration asks for, plus RPO's NLL term when rpo_alpha is set."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def compute_loss(config, batch: PairBatch | SequenceBatch, logps, kl=None, ref_t
     mask: [N, R] the labels read, as the log-prob pass read them (default: read_mask(batch)).
     """
     mask = read_mask(batch) if mask is None else mask
-    spec = losses.LOSSES[config.loss]
+    spec = losses.resolve(config.loss, getattr(config, "loss_weights", None))
     keywords = spec.keywords(config)
     if not spec.pairwise:
         return spec.function(logps=logps, mask=mask, **keywords)
@@ -54,4 +54,8 @@ def compute_loss(config, batch: PairBatch | SequenceBatch, logps, kl=None, ref_t
     for name in spec.pair_inputs:  # optional per-pair values the data brought (e.g. TSO's target_margin)
         if getattr(batch, name, None) is not None:
             args[name] = getattr(batch, name)
-    return spec.function(**args, **keywords)
+    result = spec.function(**args, **keywords)
+    alpha = getattr(config, "rpo_alpha", 0.0)
+    if alpha:  # RPO's NLL term on the chosen response, over the same tokens (losses/combine.py)
+        result = losses.add_nll(result, args["chosen_logps"], args["chosen_mask"], alpha)
+    return result

@@ -19,13 +19,13 @@ from tokensift.train.config import TrainConfig
 from tokensift.train.data import PairSet, TrainData, load_training_data, split_eval
 
 
-def train_run(config: TrainConfig, tokenizer=None, given=None):
+def train_run(config: TrainConfig, tokenizer=None, given=None, callbacks=None):
     """Train with any loss: on the configured selector's tokens when one is active (loss=sepo reads the oracle's
     from `scores`), else on every response token. tokenizer: the policy's (default: loaded from `config.model`).
-    given: model objects handed over in Python (tokensift.given.Given)."""
+    given: model objects handed over in Python (tokensift.given.Given). callbacks: train/callbacks.py."""
     from tokensift.train.loop import train
 
-    return train(config, data_of(config), tokenizer, given)
+    return train(config, data_of(config), tokenizer, given, callbacks)
 
 
 def data_of(config: TrainConfig):

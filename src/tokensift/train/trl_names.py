@@ -12,22 +12,31 @@ from __future__ import annotations
 
 from tokensift.errors import UserError
 
-# TRL's DPO loss_type values with a tokensift loss of the same equation (tests/test_trl_parity.py checks them)
-TRL_LOSS_TYPES = {"sigmoid": "dpo", "ipo": "ipo", "hinge": "hinge", "robust": "robust", "sft": "sft"}
+# TRL's DPO loss_type values with a tokensift loss of the same equation (tests/test_trl_parity.py checks them):
+# every loss type TRL 1.16's DPOTrainer accepts
+TRL_LOSS_TYPES = {"sigmoid": "dpo", "ipo": "ipo", "hinge": "hinge", "robust": "robust", "sft": "sft",
+                  "sigmoid_norm": "sigmoid_norm", "exo_pair": "exo_pair", "nca_pair": "nca_pair",
+                  "bco_pair": "bco_pair", "sppo_hard": "sppo_hard", "aot": "aot", "aot_unpaired": "aot_unpaired",
+                  "apo_zero": "apo_zero", "apo_down": "apo_down", "discopop": "discopop"}
+
+
+def _names(value) -> list[str]:
+    values = value if isinstance(value, (list, tuple)) else str(value).strip("[]").replace("'", "").replace('"', "").split(",")
+    return [str(v).strip() for v in values if str(v).strip()]
 
 
 def _loss_type(value):
-    values = value if isinstance(value, list) else [v for v in str(value).strip("[]").replace("'", "").split(",")]
-    values = [str(v).strip() for v in values if str(v).strip()]
-    if len(values) != 1:
-        raise UserError("loss_type: one loss per run here (a weighted mixture of TRL loss types is not available "
-                        f"yet); got {values}")
-    name = values[0]
-    if name not in TRL_LOSS_TYPES:
-        known = ", ".join(f"{k} -> loss={v}" for k, v in TRL_LOSS_TYPES.items())
-        raise UserError(f"loss_type={name}: TRL's '{name}' loss is not available here yet. TRL names we have: "
-                        f"{known} (see `tokensift train --help` for every loss, e.g. loss=simpo, cdpo, tdpo)")
-    return TRL_LOSS_TYPES[name]
+    """TRL's loss_type (one name or a list) -> our loss (one name, or a comma list: a mixture weighed by
+    loss_weights)."""
+    values = _names(value)
+    if not values:
+        raise UserError("loss_type: no loss given")
+    for name in values:
+        if name not in TRL_LOSS_TYPES:
+            known = ", ".join(f"{k} -> loss={v}" for k, v in TRL_LOSS_TYPES.items())
+            raise UserError(f"loss_type={name}: not a loss type of TRL's DPOTrainer. TRL names: {known} (see "
+                            "`tokensift train --help` for every loss, e.g. loss=orpo, cpo, simpo, tdpo)")
+    return ",".join(TRL_LOSS_TYPES[name] for name in values)
 
 
 def _precision(name: str):
@@ -98,12 +107,9 @@ TRL_NAMES: dict = {
     "save_strategy": "write save_every=N (optimizer steps; 0: only the final model)",
     "logging_dir": "trackers=tensorboard writes its logs under output_dir",
     "optim": f"AdamW is the optimizer (fused where the device allows); {NOT_NEEDED}",
-    "reference_free": "pick a reference-free loss instead: loss=simpo (or loss=sepo on key tokens)",
-    "rpo_alpha": "an NLL term on the chosen response is not available yet; loss=rrhf has one (rrhf_sft_weight)",
-    "loss_weights": "one loss per run here; a weighted mixture of losses is not available yet",
+    "reference_free": "pick a reference-free loss instead: loss=simpo, orpo or cpo (or loss=sepo on key tokens)",
     "use_weighting": "WPO-style pair weighting is not available here",
     "ld_alpha": "LD-DPO's length weighting is not available here",
     "f_divergence_type": "f-DPO's divergences are not available here (the DPO family uses the reverse KL)",
     "sync_ref_model": "TR-DPO's reference syncing is not available; TSO rounds refresh the reference (tokensift tso)",
-    "discopop_tau": "DiscoPOP is not available here yet",
 }
