@@ -72,12 +72,7 @@ def run_inspect(args) -> int:
     if not args.no_tokenize and result.examples:
         report["tokens"] = token_report(args, result.examples)
     print(f"\n{result.valid:,} valid pairs" + (f", {len(result.rejected):,} invalid rows" if result.rejected else ""))
-    if args.json_out:
-        try:
-            with open(args.json_out, "w") as f:
-                json.dump(report, f, indent=2)
-        except OSError as exc:
-            raise UserError(f"cannot write the report {args.json_out}: {exc.strerror or exc}") from None
+    write_report(args.json_out, report)
     return 0 if not result.rejected else 1
 
 
@@ -151,10 +146,16 @@ def inspect_unpaired(args) -> int:
         print("prompt:    ", _short(json.dumps(ex.prompt, ensure_ascii=False)))
         print("completion:", _short(ex.chosen))
     report = {"source": args.path, "rows": d + u, "unpaired": True, "desirable": d, "undesirable": u}
-    if args.json_out:
-        try:
-            with open(args.json_out, "w") as f:
-                json.dump(report, f, indent=2)
-        except OSError as exc:
-            raise UserError(f"cannot write the report {args.json_out}: {exc.strerror or exc}") from None
+    write_report(args.json_out, report)
     return 0
+
+
+def write_report(path: str | None, report: dict) -> None:
+    """`--json-out FILE`: the report as JSON (nothing when no file is asked for)."""
+    if not path:
+        return
+    try:
+        with open(path, "w") as f:
+            json.dump(report, f, indent=2)
+    except OSError as exc:
+        raise UserError(f"cannot write the report {path}: {exc.strerror or exc}") from None

@@ -334,13 +334,18 @@ def export_review(config, output: str | None, include_decided: bool) -> tuple[Pa
     if config.decisions and target.resolve() == Path(config.decisions).resolve():
         include_decided = True  # rewriting the decisions file itself: keep every decision already in it
     rows = []
+    for k, pairs, reasons in judged_rounds(run_dir, config):
+        reviewed = [p for p in pairs if p.pair_id in reasons and (include_decided or p.pair_id not in decisions)]
+        rows += review_rows(reviewed, records, k, decisions, reasons)
+    write_table(target, rows, REVIEW_COLUMNS)
+    return target, len(rows)
+
+
+def judged_rounds(run_dir: Path, config):
+    """(round, its judged pairs, the review reasons among them) for every round of the run judged so far."""
     for k in range(1, config.rounds + 1):
         path = run_dir / f"round-{k:02d}" / "judged.jsonl"
         if not path.exists():
             continue
         pairs = [Pair.from_row(r) for r in read_jsonl(path)]
-        reasons = review_reasons(pairs, ReviewSettings.of(config), k)
-        reviewed = [p for p in pairs if p.pair_id in reasons and (include_decided or p.pair_id not in decisions)]
-        rows += review_rows(reviewed, records, k, decisions, reasons)
-    write_table(target, rows, REVIEW_COLUMNS)
-    return target, len(rows)
+        yield k, pairs, review_reasons(pairs, ReviewSettings.of(config), k)

@@ -67,23 +67,15 @@ def review_items(config) -> tuple[list[dict], dict[str, bool], dict]:
     """Every reviewed pair of the run's judged rounds, decided or not (the page shows decisions beside them),
     pair_id -> whether A is the prior's chosen answer, and what the page's header needs of the token scores
     (`token_scores=DIR`: their colour scale, the heatmap's colours, how many pairs they cover)."""
-    from tokensift.tso.files import read_jsonl
-    from tokensift.tso.loop import check_run_config
-    from tokensift.tso.pairs import Pair
+    from tokensift.tso.loop import check_run_config, judged_rounds
     from tokensift.tso.prompts import prepare_prompts
-    from tokensift.tso.review import ReviewSettings, review_reasons
 
     run_dir = Path(config.output_dir)
     if not check_run_config(config):
         raise UserError(f"{run_dir} holds no TSO run yet; start one with `tokensift tso run` first")
     records = prepare_prompts(config, started=True).records
     reviewed = {}
-    for k in range(1, config.rounds + 1):
-        path = run_dir / f"round-{k:02d}" / "judged.jsonl"
-        if not path.exists():
-            continue
-        pairs = [Pair.from_row(r) for r in read_jsonl(path)]
-        reasons = review_reasons(pairs, ReviewSettings.of(config), k)
+    for k, pairs, reasons in judged_rounds(run_dir, config):
         for pair in pairs:
             if pair.pair_id in reasons and pair.pair_id not in reviewed:
                 reviewed[pair.pair_id] = (pair, reasons[pair.pair_id], k)
