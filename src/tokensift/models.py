@@ -170,6 +170,18 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+def load_config(name_or_path: str, trust_remote_code: bool = False):
+    """A model's configuration alone (no weights), with the same errors as load_model."""
+    from transformers import AutoConfig
+
+    source = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        _refuse_remote_code(name_or_path, exc)
+        raise UserError(f"could not load model '{name_or_path}': {_describe(exc)}") from None
+
+
 def _refuse_remote_code(name_or_path: str, exc: Exception) -> None:
     if "trust_remote_code" in str(exc):
         raise UserError(

@@ -136,10 +136,7 @@ def checkpointing_for(train_config, model, run_tokens: list[int], device, sharde
     if model is not None:
         return choose_checkpointing(train_config, model.config, run_tokens, device, sharded,
                                     sum(p.numel() for p in model.parameters()))
-    from transformers import AutoConfig
+    from tokensift.models import load_config
 
-    from tokensift.models import resolve_model
-
-    model_config = AutoConfig.from_pretrained(resolve_model(train_config.model),
-                                              trust_remote_code=train_config.trust_remote_code)
+    model_config = load_config(train_config.model, trust_remote_code=train_config.trust_remote_code)
     return choose_checkpointing(train_config, model_config, run_tokens, device, sharded)
