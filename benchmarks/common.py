@@ -109,6 +109,16 @@ def preference_examples(n: int, source: str | None = None, sample_seed: int | No
     return random.Random(sample_seed).sample(examples, min(n, len(examples)))
 
 
+def tokenized_pairs(model: str, n: int, source: str | None, max_length: int):
+    """(tokenizer, the first n pairs of `source` tokenised at max_length, prompts keeping max_length // 2)."""
+    from tokensift.data.tokenize import TokenizeSettings, tokenize_examples
+    from tokensift.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    pairs, _ = tokenize_examples(tokenizer, preference_examples(n, source), TokenizeSettings(max_length, max_length // 2))
+    return tokenizer, pairs
+
+
 def run_child(script: Path, args: list[str], timeout: int = 3600, memory_limit_gb: float | None = None) -> dict:
     """Run `script --child ...` in a fresh interpreter; it prints one JSON line starting with RESULT.
 

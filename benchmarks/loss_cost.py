@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device, machine, median, preference_examples, sync  # noqa: E402
+from common import device, machine, median, sync, tokenized_pairs  # noqa: E402
 
 
 def contenders() -> list[tuple[str, dict]]:
@@ -52,16 +52,12 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tokensift.data.tokenize import TokenizeSettings, tokenize_examples
-    from tokensift.models import load_tokenizer
     from tokensift.train.config import TrainConfig
     from tokensift.train.data import PairSet
     from tokensift.train.loop import TrainData, Trainer
 
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(args.model)
-    examples = preference_examples(args.batch_size * (args.steps + 1), args.data)
-    pairs, _ = tokenize_examples(tokenizer, examples, TokenizeSettings(args.max_length, args.max_length // 2))
+    _, pairs = tokenized_pairs(args.model, args.batch_size * (args.steps + 1), args.data, args.max_length)
     for i, pair in enumerate(pairs):  # for KTO and BCO: the chosen response as the completion, labels alternating
         pair.label = float(i % 2 == 0)
     runs = contenders()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device, machine, median, preference_examples, sync  # noqa: E402
+from common import device, machine, median, sync, tokenized_pairs  # noqa: E402
 
 SELECTORS = ("none", "oracle", "random", "soft", "confidence", "reference_gap")
 
@@ -44,8 +44,6 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from tokensift.data.tokenize import TokenizeSettings, tokenize_examples
-    from tokensift.models import load_tokenizer
     from tokensift.selectors import build_selector
     from tokensift.train.config import TrainConfig
     from tokensift.train.data import PairSet
@@ -53,9 +51,7 @@ def main() -> None:
     from tokensift.train.loop import TrainData, Trainer
 
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(args.model)
-    examples = preference_examples(args.batch_size * (args.steps + 1), args.data)
-    pairs, _ = tokenize_examples(tokenizer, examples, TokenizeSettings(args.max_length, args.max_length // 2))
+    tokenizer, pairs = tokenized_pairs(args.model, args.batch_size * (args.steps + 1), args.data, args.max_length)
     rng = np.random.RandomState(0)
     scores = {p.row: (rng.randn(len(p.chosen_ids)), rng.randn(len(p.rejected_ids))) for p in pairs}
     config = TrainConfig(data="-", model=args.model, output_dir=str(Path(args.out) / "run"), loss=args.loss,

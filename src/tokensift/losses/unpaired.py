@@ -28,6 +28,18 @@ def _labels(who: str, label, batch: int) -> torch.Tensor:
     return label.detach().float() > 0.5
 
 
+def _unpaired_inputs(who, beta, desirable_weight, undesirable_weight, label, chosen_logps, chosen_mask,
+                     rejected_logps, rejected_mask, ref_chosen_logps, ref_rejected_logps):
+    """The settings checked, then (policy sum of the completion, its log-ratio r, the mismatched log-ratio, the
+    desirable mask) for a batch of unpaired rows."""
+    _check_positive(who, "beta", beta)
+    _check_nonnegative(who, "desirable_weight", desirable_weight)
+    _check_nonnegative(who, "undesirable_weight", undesirable_weight)
+    policy_c, _, ratio, mismatched = _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask,
+                                                ref_chosen_logps, ref_rejected_logps)
+    return policy_c, ratio, mismatched, _labels(who, label, ratio.shape[0])
+
+
 def _unpaired_output(per_row, rewards, desirable, policy_c, extra) -> LossOutput:
     """Metrics per row: rewards/desirable and rewards/undesirable hold the row's reward on its side and NaN-free
     zeros on the other, with rewards/desirable_count / undesirable_count (0/1) to average them by."""
@@ -60,13 +72,9 @@ def kto_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_ch
     Metrics: rewards/chosen = beta * r on desirable rows (0 elsewhere), rewards/rejected on undesirable rows,
     count/desirable, count/undesirable (0/1 per row: a side's mean is its sum over its count), "kl" (z0).
     """
-    who = "kto_loss"
-    _check_positive(who, "beta", beta)
-    _check_nonnegative(who, "desirable_weight", desirable_weight)
-    _check_nonnegative(who, "undesirable_weight", undesirable_weight)
-    policy_c, _, ratio, mismatched = _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask,
-                                                ref_chosen_logps, ref_rejected_logps)
-    desirable = _labels(who, label, ratio.shape[0])
+    policy_c, ratio, mismatched, desirable = _unpaired_inputs(
+        "kto_loss", beta, desirable_weight, undesirable_weight, label, chosen_logps, chosen_mask, rejected_logps,
+        rejected_mask, ref_chosen_logps, ref_rejected_logps)
     z0 = mismatched.detach().mean().clamp(min=0)
     per_row = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (ratio - z0))),
                           undesirable_weight * (1 - torch.sigmoid(beta * (z0 - ratio))))
@@ -93,13 +101,9 @@ def bco_loss(*, chosen_logps, chosen_mask, rejected_logps, rejected_mask, ref_ch
     one engine (about the cost of a pair). TRL's optional density-ratio classifier (UDM) is not here.
     Metrics as in `kto_loss`, with "delta" instead of "kl".
     """
-    who = "bco_loss"
-    _check_positive(who, "beta", beta)
-    _check_nonnegative(who, "desirable_weight", desirable_weight)
-    _check_nonnegative(who, "undesirable_weight", undesirable_weight)
-    policy_c, _, ratio, _ = _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask,
-                                       ref_chosen_logps, ref_rejected_logps)
-    desirable = _labels(who, label, ratio.shape[0])
+    policy_c, ratio, _, desirable = _unpaired_inputs(
+        "bco_loss", beta, desirable_weight, undesirable_weight, label, chosen_logps, chosen_mask, rejected_logps,
+        rejected_mask, ref_chosen_logps, ref_rejected_logps)
     rewards = beta * ratio
     delta = rewards.detach().mean()
     per_row = torch.where(desirable, -desirable_weight * F.logsigmoid(rewards - delta),
@@ -122,13 +126,9 @@ def apo_zero_unpaired_loss(*, chosen_logps, chosen_mask, rejected_logps, rejecte
 
     Metrics as in `kto_loss`, without "kl".
     """
-    who = "apo_zero_unpaired_loss"
-    _check_positive(who, "beta", beta)
-    _check_nonnegative(who, "desirable_weight", desirable_weight)
-    _check_nonnegative(who, "undesirable_weight", undesirable_weight)
-    policy_c, _, ratio, _ = _logratios(who, chosen_logps, chosen_mask, rejected_logps, rejected_mask,
-                                       ref_chosen_logps, ref_rejected_logps)
-    desirable = _labels(who, label, ratio.shape[0])
+    policy_c, ratio, _, desirable = _unpaired_inputs(
+        "apo_zero_unpaired_loss", beta, desirable_weight, undesirable_weight, label, chosen_logps, chosen_mask, rejected_logps,
+        rejected_mask, ref_chosen_logps, ref_rejected_logps)
     rewards = beta * ratio
     per_row = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(rewards)),
                           undesirable_weight * torch.sigmoid(rewards))
