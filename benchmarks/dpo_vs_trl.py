@@ -47,7 +47,7 @@ def pair_tokens(args) -> tuple[list, int]:
     return examples, sum(p.num_tokens for p in pairs)
 
 
-def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "auto") -> dict:
+def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "auto", share_prompt: bool = True) -> dict:
 
     from tokensift.train.config import TrainConfig
     from tokensift.train.loop import Trainer
@@ -64,7 +64,8 @@ def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "a
                          batch_size=args.batch_size, epochs=1.0, dtype=args.dtype, learning_rate=1e-6,
                          max_length=args.max_length, max_prompt_length=args.max_length // 2, progress=False,
                          save_every=0, ref_cache_dir=str(Path(args.out) / "refcache-fresh"),
-                         gradient_checkpointing=True if checkpointing else None, packing=packing)
+                         gradient_checkpointing=True if checkpointing else None, packing=packing,
+                         share_prompt=share_prompt)
     shutil.rmtree(config.ref_cache_dir, ignore_errors=True)
     t0 = time.perf_counter()
     with PeakMemory() as mem:

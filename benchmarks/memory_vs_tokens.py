@@ -7,7 +7,10 @@ the same side until it is longer than the length, so every sequence (prompt + an
 tokens by both trainers (`max_length = length`). One pair per step, `--steps` steps (the first allocates the
 optimizer's state); each contender and length in its own process under the same address-space limit, so "out of
 memory" means the same budget for both. Memory is reported whole and above the training state (weights, gradients,
-AdamW moments: the same for every trainer) and the process before the model loaded.
+AdamW moments: the same for every trainer) and the process before the model loaded. Contenders: tokensift (as
+shipped: checkpointing decided per run), tokensift_ckpt (checkpointing on, as TRL's default),
+tokensift_ckpt_separate (the same with share_prompt=false: chosen and rejected as two sequences, as TRL runs
+them, instead of one [prompt | chosen | rejected] row), trl_shipped.
 
 What should hold (issue 24): from 1024 to 4096 tokens, tokensift's memory above the training state grows no faster
 than the tokens (the LM head is chunked: its buffers do not grow with tokens x vocabulary).
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, emit, machine, out_of_memory, run_child  # noqa: E402
 from shapes import parameters_of, resolve, training_state_mb  # noqa: E402
 
-CONTENDERS = ("tokensift", "tokensift_ckpt", "trl_shipped")
+CONTENDERS = ("tokensift", "tokensift_ckpt", "tokensift_ckpt_separate", "trl_shipped")
 
 
 def long_pairs(tokenizer, n: int, length: int, source: Path):
@@ -61,7 +64,8 @@ def child(args) -> None:
     run = argparse.Namespace(model=args.model, out=str(Path(args.out) / f"{args.contender}-{args.length}"),
                              batch_size=1, dtype=args.dtype, max_length=args.length, steps=args.steps)
     if args.contender.startswith("tokensift"):
-        result = dpo_vs_trl.run_tokensift(run, examples, checkpointing=args.contender == "tokensift_ckpt")
+        result = dpo_vs_trl.run_tokensift(run, examples, checkpointing=args.contender != "tokensift",
+                                          share_prompt=args.contender != "tokensift_ckpt_separate")
     else:
         result = dpo_vs_trl.run_trl(run, examples, args.contender)
     state = training_state_mb(parameters_of(args.model), args.dtype)
