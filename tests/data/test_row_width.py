@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokensift.data.collate import cheapest_width, first_fit, pack_pairs
+from tokensift.data.collate import cheapest_width, collate_pairs, first_fit, pack_pairs, sharing_pays
 from tokensift.data.tokenize import TokenizedPair
 
 LENGTHS = [100, 90, 60, 50]
@@ -40,3 +40,36 @@ def test_pack_pairs_uses_the_cheapest_width():
     assert cheap.padding == 0.0 and cheap.rows.tolist() == [0, 1, 1, 0] and cheap.offsets.tolist() == [0, 0, 90, 100]
     fourth = np.concatenate([pairs[3].prompt_ids, pairs[3].chosen_ids, pairs[3].rejected_ids])
     assert cheap.input_ids[0, 100:].tolist() == fourth.tolist()  # the 50-token pair right after the 100-token one
+
+
+def _pair(row: int, prompt: int, chosen: int, rejected: int) -> TokenizedPair:
+    return TokenizedPair(row=row, prompt_ids=np.arange(prompt), chosen_ids=np.arange(chosen),
+                         rejected_ids=np.arange(rejected))
+
+
+def test_sharing_pays_by_hand():
+    # A long prompt (HH-like): [400 | 50 | 50] = one row of 500: 500 * (1 + 500/1000) = 750; two sequences of
+    # 450: 2 * 450 * (1 + 450/1000) = 1305. Sharing pays.
+    long_prompt = [_pair(0, 400, 50, 50)]
+    assert sharing_pays(long_prompt, pack_pairs(long_prompt, -1, 1), 1000.0)
+    # A short prompt, long answers (AlpacaEval at 4k-like): [10 | 1000 | 1000] = 2010 * (1 + 2.01) = 6050.1;
+    # two sequences of 1010: 2 * 1010 * (1 + 1.01) = 4060.2. Two sequences cost less.
+    long_answers = [_pair(0, 10, 1000, 1000)]
+    assert not sharing_pays(long_answers, pack_pairs(long_answers, -1, 1), 1000.0)
+    # With attention free (huge scale) only positions count: 2010 against 2020, sharing pays.
+    assert sharing_pays(long_answers, pack_pairs(long_answers, -1, 1), 1e12)
+    # Unpacked, every sequence pads to the batch's longest [prompt | response]. [10 | 1000 | 10] and [10 | 10 | 10]:
+    # first-fit at capacity 1020 gives rows of 1020 and 30 positions, padded to 2 x 1020: 2 * 1020 * (1 + 1.02) =
+    # 4120.8; unpacked, 4 sequences of 1010: 4 * 1010 * 2.01 = 8120.4. Sharing pays.
+    mixed = [_pair(0, 10, 1000, 10), _pair(1, 10, 10, 10)]
+    packed = pack_pairs(mixed, -1, 1)
+    assert tuple(packed.input_ids.shape) == (2, 1020)
+    assert sharing_pays(mixed, packed, 1000.0)
+
+
+def test_collate_runs_unpacked_where_sharing_costs_more():
+    long_answers = [_pair(0, 10, 1000, 1000)]
+    assert collate_pairs(long_answers, -1, pack=True, row_tokens=1, attention_scale=1000.0).packed is None
+    assert collate_pairs(long_answers, -1, pack=True, row_tokens=1).packed is not None  # no cost model: shared
+    long_prompt = [_pair(0, 400, 50, 50)]
+    assert collate_pairs(long_prompt, -1, pack=True, row_tokens=1, attention_scale=1000.0).packed is not None

@@ -134,6 +134,23 @@ def first_fit(lengths: list[int], capacity: int) -> tuple[list[int], list[int], 
     return rows, offsets, filled
 
 
+def rows_cost(rows: int, width: int, attention_scale: float) -> float:
+    """The cost of `rows` rows of `width` positions under dense attention, in position-units: each position's own
+    work (projections, MLP) plus its attention over the whole row, which a dense mask computes for every key."""
+    return rows * width * (1.0 + width / attention_scale)
+
+
+def sharing_pays(pairs: list[TokenizedPair], packed: PackedPairs, attention_scale: float) -> bool:
+    """Whether the shared-prompt rows cost less than the 2B sequences [prompt | response] padded to the longest.
+
+    Sharing computes each prompt once but puts chosen and rejected in one row, whose dense attention spans both:
+    with long prompts (HH) it saves, with short prompts and long answers it costs up to twice the attention
+    (BENCHMARKS.md, "Real model shapes")."""
+    longest = max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
+    rows, width = packed.input_ids.shape
+    return rows_cost(rows, width, attention_scale) <= rows_cost(2 * len(pairs), longest, attention_scale)
+
+
 def cheapest_width(lengths: list[int], least: int, attention_scale: float) -> int:
     """The row capacity (>= least) whose first-fit layout costs least under dense attention.
 
@@ -148,7 +165,7 @@ def cheapest_width(lengths: list[int], least: int, attention_scale: float) -> in
     for capacity in range(least, top + 1, step):
         filled = first_fit(lengths, capacity)[2]
         width = max(filled)
-        cost = len(filled) * width * (1.0 + width / attention_scale)
+        cost = rows_cost(len(filled), width, attention_scale)
         if best_cost is None or cost < best_cost:
             best_cost, best = cost, capacity
     return best
@@ -182,7 +199,8 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
     """Batch pairs as [chosen_1..B, rejected_1..B]; `ref_logps` maps row -> (chosen sum, rejected sum).
 
     pack: also build the shared-prompt layout, which forward passes then use instead of the 2B sequences;
-    row_tokens, attention_scale: pack pairs back to back in rows of that many positions (see pack_pairs);
+    row_tokens, attention_scale: pack pairs back to back in rows of that many positions (see pack_pairs); with
+    attention_scale, the shared layout only where it costs less than the 2B sequences (sharing_pays);
     ref_token_logps: row -> (chosen per-token array, rejected per-token array), for token selections.
     """
     prompts = [p.prompt_ids for p in pairs] * 2
@@ -193,6 +211,8 @@ def collate_pairs(pairs: list[TokenizedPair], pad_id: int, ref_logps: dict | Non
         values = [ref_logps[p.row] for p in pairs]
         ref = torch.tensor([v[0] for v in values] + [v[1] for v in values], dtype=torch.float32)
     seq.packed = pack_pairs(pairs, pad_id, row_tokens, attention_scale) if pack else None
+    if seq.packed is not None and attention_scale and not sharing_pays(pairs, seq.packed, attention_scale):
+        seq.packed = None
     tokens = None
     if ref_token_logps is not None:
         arrays = [ref_token_logps[p.row][0] for p in pairs] + [ref_token_logps[p.row][1] for p in pairs]
