@@ -115,7 +115,8 @@ def tokenized_pairs(model: str, n: int, source: str | None, max_length: int):
     from tokensift.models import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    pairs, _ = tokenize_examples(tokenizer, preference_examples(n, source), TokenizeSettings(max_length, max_length // 2))
+    settings = TokenizeSettings(max_length, max_length // 2)
+    pairs, _ = tokenize_examples(tokenizer, preference_examples(n, source), settings)
     return tokenizer, pairs
 
 

@@ -47,7 +47,8 @@ def pair_tokens(args) -> tuple[list, int]:
     return examples, sum(p.num_tokens for p in pairs)
 
 
-def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "auto", share_prompt: bool = True) -> dict:
+def run_tokensift(args, examples, checkpointing: bool = False, packing: str = "auto",
+                  share_prompt: bool = True) -> dict:
 
     from tokensift.train.config import TrainConfig
     from tokensift.train.loop import Trainer

@@ -1,5 +1,6 @@
-"""Losses on unpaired data (data/unpaired.py): KTO, BCO and APO-zero (unpaired). Each row of a batch is one completion with its label
-(desirable or not) and a mismatched completion under the same prompt, which the engine lays out as a pair:
+"""Losses on unpaired data (data/unpaired.py): KTO, BCO and APO-zero (unpaired). Each row of a batch is one
+completion with its label (desirable or not) and a mismatched completion under the same prompt, which the engine
+lays out as a pair:
 
     chosen_logps, chosen_mask [B, R_c]:      the row's completion y under its prompt x;
     rejected_logps, rejected_mask [B, R_r]:  the mismatched completion y' (another row's) under x;
@@ -127,8 +128,8 @@ def apo_zero_unpaired_loss(*, chosen_logps, chosen_mask, rejected_logps, rejecte
     Metrics as in `kto_loss`, without "kl".
     """
     policy_c, ratio, _, desirable = _unpaired_inputs(
-        "apo_zero_unpaired_loss", beta, desirable_weight, undesirable_weight, label, chosen_logps, chosen_mask, rejected_logps,
-        rejected_mask, ref_chosen_logps, ref_rejected_logps)
+        "apo_zero_unpaired_loss", beta, desirable_weight, undesirable_weight, label, chosen_logps, chosen_mask,
+        rejected_logps, rejected_mask, ref_chosen_logps, ref_rejected_logps)
     rewards = beta * ratio
     per_row = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(rewards)),
                           undesirable_weight * torch.sigmoid(rewards))
